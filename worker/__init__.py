@@ -1,0 +1,1 @@
+"""checus-payment-worker: the merchant side of the Checus payment gateway."""

@@ -1,0 +1,82 @@
+"""The byte-level JSON of the wire: one encoder, one strict decoder, RFC 3339 times.
+
+Encoding is compact and keeps ``Decimal`` exact (amounts leave as JSON numbers, never via
+float). Decoding reads numbers with a fraction as ``Decimal``, refuses ``NaN``/``Infinity``
+and duplicate keys (a signed body with two values for one key means two things), and
+returns plain Python values for the typed readers in ``models``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import simplejson
+
+ACK_BODY = b'{"code":"SUCCESS","msg":"Success"}'
+
+
+class WireFormatError(ValueError):
+    """Bytes that are not the JSON object the protocol requires."""
+
+
+def dumps(obj: Any) -> bytes:
+    """Serialize once: these exact bytes are signed and sent."""
+    text: str = simplejson.dumps(obj, use_decimal=True, separators=(",", ":"), ensure_ascii=False)
+    return text.encode("utf-8")
+
+
+def _no_constants(name: str) -> Any:
+    raise WireFormatError(f"{name} is not a JSON number")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise WireFormatError(f"duplicate key {key!r:.40}")
+        result[key] = value
+    return result
+
+
+def loads_object(body: bytes) -> dict[str, Any]:
+    """Parse a JSON object body strictly; any problem is a ``WireFormatError``."""
+    try:
+        text = body.decode("utf-8")
+        value = simplejson.loads(
+            text,
+            parse_float=Decimal,
+            parse_constant=_no_constants,
+            object_pairs_hook=_unique_keys,
+        )
+    except WireFormatError:
+        raise
+    except (UnicodeDecodeError, simplejson.JSONDecodeError, RecursionError, ValueError) as exc:
+        raise WireFormatError(f"body is not valid JSON: {type(exc).__name__}") from None
+    if not isinstance(value, dict):
+        raise WireFormatError("body is not a JSON object")
+    return value
+
+
+def format_time(moment: datetime) -> str:
+    """RFC 3339 with milliseconds, as the envelope's ``requestTime`` wants it."""
+    if moment.tzinfo is None:
+        raise ValueError("times on the wire must be timezone-aware")
+    return moment.isoformat(timespec="milliseconds")
+
+
+def format_utc(moment: datetime) -> str:
+    """UTC with a ``Z``, as the gateway writes ``completeTime``."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_time(value: object) -> datetime | None:
+    """Parse an RFC 3339 time; None when absent, empty or unreadable."""
+    if not isinstance(value, str) or not value or len(value) > 40:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
