@@ -15,9 +15,11 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
+	bash .ci/services
 	$(BIN)/checus-worker demo
 
 test: $(STAMP)
+	bash .ci/services
 	$(BIN)/pytest -q
 
 lint: $(STAMP)

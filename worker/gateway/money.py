@@ -88,3 +88,14 @@ def format_amount(amount: Decimal, currency: str) -> str:
     """Human form with the currency's exponent, e.g. ``12.50 USD``."""
     exponent = currency_exponent(currency)
     return f"{amount.quantize(Decimal(1).scaleb(-exponent))} {currency}"
+
+
+def to_minor(amount: Decimal, currency: str) -> int:
+    """Exact integer minor units (the store's form); refuses anything that is not exact."""
+    scaled = parse_amount(amount, currency, allow_zero=True).scaleb(currency_exponent(currency))
+    return int(scaled)
+
+
+def from_minor(minor: int, currency: str) -> Decimal:
+    exponent = currency_exponent(currency)
+    return Decimal(minor).scaleb(-exponent).quantize(Decimal(1).scaleb(-exponent))

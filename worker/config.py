@@ -1,0 +1,142 @@
+"""Settings, parsed once from an injectable mapping, with errors that name the variable.
+
+Nothing else in the product reads ``os.environ``. Key material stays a string here and is
+turned into key objects only by the process that needs it (``Settings.signer()`` for the
+processes that call Checus, ``Settings.verifier()`` for those that receive from it), so a
+receiver never holds the merchant private key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .gateway.client import base_url_for
+from .gateway.signing import KeyLoadError, Signer, Verifier, load_public_keys, read_key_file
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+
+
+def _secret(env: Mapping[str, str], name: str, *, private: bool) -> str | None:
+    """A key given inline (``NAME``) or as a file (``NAME_FILE``), not both."""
+    inline, path = env.get(name), env.get(f"{name}_FILE")
+    if inline and path:
+        raise SettingsError(name, f"set either {name} or {name}_FILE, not both")
+    if path:
+        try:
+            return read_key_file(path, setting=f"{name}_FILE", private=private)
+        except KeyLoadError as exc:
+            raise SettingsError(f"{name}_FILE", exc.problem) from None
+    return inline or None
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(name, f"must be a number, got {raw[:20]!r}") from None
+    if value <= 0:
+        raise SettingsError(name, "must be positive")
+    return value
+
+
+def _webhook_secret(env: Mapping[str, str]) -> str | None:
+    url, secret = env.get("CHECUS_EVENT_WEBHOOK_URL"), env.get("CHECUS_EVENT_WEBHOOK_SECRET")
+    if url and not secret:
+        raise SettingsError("CHECUS_EVENT_WEBHOOK_SECRET", "is required when CHECUS_EVENT_WEBHOOK_URL is set")
+    return secret or None
+
+
+def _gateway_url(env: Mapping[str, str]) -> str:
+    explicit = env.get("CHECUS_GATEWAY_URL")
+    if explicit:
+        if not explicit.startswith(("https://", "http://")):
+            raise SettingsError("CHECUS_GATEWAY_URL", "must be an http(s) URL")
+        return explicit.rstrip("/")
+    try:
+        return base_url_for(env.get("CHECUS_ENV", "uat"))
+    except ValueError as exc:
+        raise SettingsError("CHECUS_ENV", str(exc)) from None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    gateway_url: str
+    app_id: str
+    merchant_no: str
+    merchant_private_key: str | None = field(repr=False)
+    platform_public_keys: str | None = field(repr=False)
+    notify_base_url: str | None
+    redis_url: str
+    database_url: str
+    http_connect_timeout: float = 5.0
+    http_read_timeout: float = 20.0
+    log_level: str = "INFO"
+    time_scale: float = 1.0
+    event_handler: str | None = None
+    event_webhook_url: str | None = None
+    event_webhook_secret: str | None = field(default=None, repr=False)
+    receiver_host: str = "127.0.0.1"
+    receiver_port: int = 8080
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        return cls(
+            gateway_url=_gateway_url(env),
+            app_id=env.get("CHECUS_APP_ID", ""),
+            merchant_no=env.get("CHECUS_MERCHANT_NO", ""),
+            merchant_private_key=_secret(env, "CHECUS_MERCHANT_PRIVATE_KEY", private=True),
+            platform_public_keys=_secret(env, "CHECUS_PLATFORM_PUBLIC_KEYS", private=False),
+            notify_base_url=(env.get("CHECUS_NOTIFY_BASE_URL") or "").rstrip("/") or None,
+            redis_url=env.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+            database_url=env.get("DATABASE_URL", "sqlite:///checus-worker.db"),
+            http_connect_timeout=_float(env, "CHECUS_HTTP_CONNECT_TIMEOUT", 5.0),
+            http_read_timeout=_float(env, "CHECUS_HTTP_READ_TIMEOUT", 20.0),
+            log_level=env.get("LOG_LEVEL", "INFO"),
+            time_scale=_float(env, "CHECUS_TIME_SCALE", 1.0),
+            event_handler=env.get("CHECUS_EVENT_HANDLER") or None,
+            event_webhook_url=env.get("CHECUS_EVENT_WEBHOOK_URL") or None,
+            event_webhook_secret=_webhook_secret(env),
+            receiver_host=env.get("CHECUS_RECEIVER_HOST", "127.0.0.1"),
+            receiver_port=int(_float(env, "CHECUS_RECEIVER_PORT", 8080)),
+        )
+
+    def require(self, *names: str) -> None:
+        """Fail fast, naming the variable, when a process needs a setting that is empty."""
+        variables = {"app_id": "CHECUS_APP_ID", "merchant_no": "CHECUS_MERCHANT_NO",
+                     "merchant_private_key": "CHECUS_MERCHANT_PRIVATE_KEY",
+                     "platform_public_keys": "CHECUS_PLATFORM_PUBLIC_KEYS",
+                     "notify_base_url": "CHECUS_NOTIFY_BASE_URL"}
+        for name in names:
+            if not getattr(self, name):
+                raise SettingsError(variables[name], "is required")
+
+    def signer(self) -> Signer:
+        self.require("merchant_private_key")
+        try:
+            return Signer.from_value(self.merchant_private_key or "", setting="CHECUS_MERCHANT_PRIVATE_KEY")
+        except KeyLoadError as exc:
+            raise SettingsError(exc.setting, exc.problem) from None
+
+    def verifier(self) -> Verifier:
+        self.require("platform_public_keys")
+        try:
+            keys = load_public_keys(self.platform_public_keys or "", setting="CHECUS_PLATFORM_PUBLIC_KEYS")
+        except KeyLoadError as exc:
+            raise SettingsError(exc.setting, exc.problem) from None
+        return Verifier(keys)
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        values = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        values.update(changes)
+        return Settings(**values)

@@ -1,0 +1,136 @@
+"""Notification ingestion: verify, parse, keep durably, enqueue, then acknowledge.
+
+Theory of operation. Checus retries a notification until it gets the ack, so the one rule
+is: acknowledge only what is durably kept. The order below makes that true:
+
+1. verify ``sign`` over the raw bytes (401 when missing or wrong) — nothing is parsed first;
+2. parse strictly and read the typed notification (400 when malformed or not ours);
+3. fast path: a Redis key for an already-kept fact acknowledges a duplicate in one round trip;
+4. write the raw body and its signature to the SQL inbox (unique on the fact): 503 if that
+   fails, so Checus retries;
+5. enqueue the job that applies it (503 if Redis is down: the row stays and is re-enqueued
+   by the sweeper or by Checus's retry);
+6. acknowledge with ``{"code":"SUCCESS","msg":"Success"}``.
+
+A notification for an order we do not know yet is kept and acknowledged like any other;
+the job defers it and matches it again later.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+import structlog
+from redis import Redis
+from redis.exceptions import RedisError
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from .gateway.replies import PaymentNotification, RefundNotification, ReplyInvalid
+from .gateway.signing import Verifier
+from .gateway.wire import ACK_BODY, WireFormatError, loads_object
+from .queueing import Enqueuer
+from .store import inbox
+from .store.db import write
+
+log = structlog.get_logger("worker.ingest")
+Kind = Literal["payment", "refund"]
+SEEN_TTL_SECONDS = 7 * 24 * 3600
+FRESHNESS = timedelta(hours=48)  # ≥ Checus's retry horizon (~13.3 h) plus clock skew
+FUTURE_SKEW = timedelta(minutes=5)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    status: int
+    reason: str
+    inbox_id: int | None = None
+
+    @property
+    def body(self) -> bytes:
+        if self.status == 200:
+            return ACK_BODY
+        return b'{"code":"FAIL","msg":"' + self.reason.encode() + b'"}'
+
+
+def seen_key(key: str) -> str:
+    return f"checus:seen:{key}"
+
+
+class Ingestor:
+    """Turns one HTTP notification into a kept inbox row and a queued job, or a refusal."""
+
+    def __init__(self, *, verifier: Verifier, engine: Engine, redis: Redis, enqueuer: Enqueuer,
+                 app_ids: frozenset[str], merchant_nos: frozenset[str], clock: Callable[[], datetime]) -> None:
+        self.verifier, self.engine, self.redis, self.enqueuer = verifier, engine, redis, enqueuer
+        self.app_ids, self.merchant_nos, self.clock = app_ids, merchant_nos, clock
+
+    def ingest(self, kind: Kind, body: bytes, sign: str | None) -> Verdict:
+        if not sign:
+            return self._refuse(kind, 401, "unsigned")
+        if not self.verifier.verify(body, sign):
+            return self._refuse(kind, 401, "bad_signature")
+        try:
+            parsed = loads_object(body)
+            ref, problem = self._check(kind, parsed)
+        except (WireFormatError, ReplyInvalid):
+            return self._refuse(kind, 400, "malformed")
+        if problem:
+            return self._refuse(kind, 400, problem)
+        return self._keep(kind, ref, inbox.dedupe_key(kind, ref, parsed), body, sign)
+
+    def _check(self, kind: Kind, parsed: dict[str, object]) -> tuple[str, str | None]:
+        """(reference, problem): the order/refund number, or why the notification is refused."""
+        if kind == "payment":
+            payment = PaymentNotification.read(parsed)
+            header, ref = payment.header, payment.order.out_trade_no
+        else:
+            refund = RefundNotification.read(parsed)
+            header, ref = refund.header, refund.refund.out_refund_no
+        if header.app_id is not None and header.app_id not in self.app_ids:
+            return ref, "not_ours"
+        if header.merchant_no is not None and header.merchant_no not in self.merchant_nos:
+            return ref, "not_ours"
+        now = self.clock()
+        if header.notify_time is not None and not (now - FRESHNESS <= header.notify_time <= now + FUTURE_SKEW):
+            return ref, "stale"
+        return ref, None
+
+    def _keep(self, kind: Kind, ref: str, key: str, body: bytes, sign: str) -> Verdict:
+        try:
+            if self.redis.exists(seen_key(key)):
+                return self._ack(kind, ref, "duplicate", None)
+        except RedisError:
+            pass  # the fast path is optional; the SQL unique key is the real dedupe
+        try:
+            with write(self.engine) as conn:
+                entry_id, _new, processed = inbox.record(conn, kind=kind, ref=ref, key=key, body=body, sign=sign,
+                                                         now=self.clock())
+        except SQLAlchemyError as exc:
+            log.error("notification.persist_failed", kind=kind, ref=ref, error=type(exc).__name__)
+            return Verdict(503, "store_unavailable")
+        if not processed:
+            try:
+                self.enqueuer.apply_notification(entry_id)
+            except RedisError as exc:
+                log.error("notification.enqueue_failed", kind=kind, ref=ref, inbox_id=entry_id,
+                          error=type(exc).__name__)
+                return Verdict(503, "queue_unavailable", entry_id)
+        self._remember(key)
+        return self._ack(kind, ref, "duplicate" if processed else "accepted", entry_id)
+
+    def _remember(self, key: str) -> None:
+        with contextlib.suppress(RedisError):
+            self.redis.set(seen_key(key), 1, ex=SEEN_TTL_SECONDS)
+
+    def _ack(self, kind: Kind, ref: str, reason: str, entry_id: int | None) -> Verdict:
+        log.info("notification.acked", kind=kind, ref=ref, outcome=reason, inbox_id=entry_id)
+        return Verdict(200, reason, entry_id)
+
+    def _refuse(self, kind: Kind, status: int, reason: str) -> Verdict:
+        log.warning("notification.rejected", kind=kind, status=status, reason=reason)
+        return Verdict(status, reason)

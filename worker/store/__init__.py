@@ -1,0 +1,1 @@
+"""The durable store: SQLAlchemy Core over SQLite (WAL, the default) or PostgreSQL."""

@@ -1,0 +1,111 @@
+"""Carrying out a ``Decision`` in one transaction: CAS on version, audit row, outbox, anomalies.
+
+Theory of operation. Correctness comes from this module, not from the Redis lock: rq can run
+a job twice, even at the same time, and a lock's TTL can expire under a paused worker. So a
+state change is ``UPDATE ... SET state, version = version + 1 WHERE id AND version = :seen``
+in the same transaction as its audit row and its outbox rows. If the row moved since it was
+read, nothing is written and ``Stale`` is raised: the caller re-reads and decides again, and a
+decision it already made (its own earlier attempt, or a concurrent duplicate) then comes out
+as a no-op.
+
+Audit rows are written for every state change; decisions that change nothing write no audit
+row (they are visible in the inbox outcome and the logs), except anomalies, which have their
+own table. An anomaly already open for the same record and kind is not recorded twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+import simplejson
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from statemachine import Decision, EmitEvent, RecordAnomaly
+
+from . import outbox
+from .schema import anomalies, orders, refunds, transitions
+
+
+class Stale(Exception):
+    """The record changed since it was read: re-read and decide again."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Target:
+    """The record a decision is about: which table, which row, as of which version."""
+
+    entity: str  # "order" | "refund"
+    id: int
+    ref: str  # outTradeNo or outRefundNo: what events and anomalies are keyed by
+    version: int
+    event_fields: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def table(self) -> sa.Table:
+        return orders if self.entity == "order" else refunds
+
+
+def _json(value: dict[str, Any]) -> str:
+    return simplejson.dumps(value, use_decimal=True, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def apply(conn: Connection, target: Target, decision: Decision[Any], *, source: str,
+          evidence: dict[str, Any], now: datetime, updates: dict[str, Any] | None = None) -> int:
+    """Write the decision; returns the record's version afterwards. Raises ``Stale``."""
+    version = target.version
+    if decision.to_state is not None:
+        version = _compare_and_set(conn, target, decision.to_state, now, updates or {})
+        conn.execute(transitions.insert().values(
+            entity=target.entity, entity_id=target.id, version=version, from_state=str(decision.from_state),
+            to_state=str(decision.to_state), trigger=decision.trigger, source=source, evidence=_json(evidence),
+            at=now,
+        ))
+    elif updates:
+        conn.execute(target.table.update().where(target.table.c.id == target.id).values(**updates))
+    for effect in decision.effects:
+        if isinstance(effect, RecordAnomaly):
+            _anomaly(conn, target, effect, evidence, now)
+        elif isinstance(effect, EmitEvent):
+            _event(conn, target, effect.type, version, decision, now)
+    return version
+
+
+def _compare_and_set(conn: Connection, target: Target, to_state: StrEnum, now: datetime,
+                     updates: dict[str, Any]) -> int:
+    table = target.table
+    result = conn.execute(
+        table.update()
+        .where(table.c.id == target.id, table.c.version == target.version)
+        .values(state=str(to_state), version=table.c.version + 1, updated_at=now, **updates)
+    )
+    if result.rowcount != 1:
+        raise Stale(f"{target.entity} {target.id} moved past version {target.version}")
+    return target.version + 1
+
+
+def _anomaly(conn: Connection, target: Target, effect: RecordAnomaly, evidence: dict[str, Any],
+             now: datetime) -> None:
+    open_already = conn.execute(sa.select(anomalies.c.id).where(
+        anomalies.c.entity == target.entity, anomalies.c.entity_id == target.id,
+        anomalies.c.kind == str(effect.kind), anomalies.c.resolved_at.is_(None),
+    )).first()
+    if open_already is None:
+        conn.execute(anomalies.insert().values(
+            entity=target.entity, entity_id=target.id, ref=target.ref, kind=str(effect.kind),
+            detail=effect.detail[:500], evidence=_json(evidence), created_at=now,
+        ))
+
+
+def _event(conn: Connection, target: Target, type_: str, version: int, decision: Decision[Any],
+           now: datetime) -> None:
+    # Stable id: the same fact (record, version, type) always yields the same event id.
+    suffix = f"{version}" if decision.to_state is not None else f"{version}:{decision.trigger}"
+    event_id = f"{type_}:{target.entity}:{target.ref}:{suffix}"
+    payload = {"event_id": event_id, "type": type_, target.entity + "_ref": target.ref,
+               "state": str(decision.to_state or decision.from_state), "version": version,
+               "occurred_at": now.isoformat(), **target.event_fields}
+    outbox.add(conn, event_id=event_id, type=type_, payload=payload, now=now)

@@ -1,0 +1,98 @@
+"""The inbox: every verified notification, raw, before it is acknowledged.
+
+The dedupe key names the *fact* (kind, merchant number, status and a digest of ``data``),
+not the delivery: Checus may re-stamp ``notifyTime`` on a retry, and a retry of the same
+fact must land on the same row. A notification that says something different about the
+same order gets its own row and is judged by the state machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import simplejson
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from .schema import inbox
+from .upsert import insert_if_absent
+
+
+def dedupe_key(kind: str, ref: str, body: dict[str, Any]) -> str:
+    raw = body.get("data")
+    data: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    canonical = simplejson.dumps(data, sort_keys=True, separators=(",", ":"), use_decimal=True)
+    digest = hashlib.sha256(canonical.encode()).hexdigest()[:24]
+    return f"{kind}:{ref.upper()}:{data.get('status')}:{digest}"[:160]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InboxEntry:
+    id: int
+    kind: str
+    ref: str
+    body: bytes
+    sign: str
+    received_at: datetime
+    processed_at: datetime | None
+    outcome: str | None
+    attempts: int
+
+    @classmethod
+    def from_row(cls, row: Any) -> InboxEntry:
+        m = dict(row._mapping)
+        return cls(**{k: m[k] for k in cls.__dataclass_fields__})
+
+
+def record(conn: Connection, *, kind: str, ref: str, key: str, body: bytes, sign: str,
+           now: datetime) -> tuple[int, bool, bool]:
+    """Store a notification. Returns (id, newly_inserted, already_processed)."""
+    inserted = insert_if_absent(conn, inbox, {
+        "dedupe_key": key, "kind": kind, "ref": ref, "body": body, "sign": sign,
+        "received_at": now, "attempts": 0,
+    }, key="dedupe_key")
+    row = conn.execute(sa.select(inbox.c.id, inbox.c.processed_at).where(inbox.c.dedupe_key == key)).one()
+    return int(row.id), inserted, row.processed_at is not None
+
+
+def get(conn: Connection, entry_id: int) -> InboxEntry | None:
+    row = conn.execute(sa.select(inbox).where(inbox.c.id == entry_id)).first()
+    return InboxEntry.from_row(row) if row else None
+
+
+def mark_processed(conn: Connection, entry_id: int, *, outcome: str, now: datetime) -> bool:
+    """Mark done once; False if another run already did (the caller's work was a duplicate)."""
+    result = conn.execute(
+        inbox.update().where(inbox.c.id == entry_id, inbox.c.processed_at.is_(None))
+        .values(processed_at=now, outcome=outcome[:32], attempts=inbox.c.attempts + 1)
+    )
+    return result.rowcount == 1
+
+
+def defer(conn: Connection, entry_id: int, *, outcome: str, retry_at: datetime) -> None:
+    """Keep an entry unprocessed and look at it again later (e.g. its order is not known yet)."""
+    conn.execute(inbox.update().where(inbox.c.id == entry_id, inbox.c.processed_at.is_(None))
+                 .values(outcome=outcome[:32], attempts=inbox.c.attempts + 1, next_attempt_at=retry_at))
+
+
+def due(conn: Connection, *, now: datetime, older_than: timedelta, limit: int) -> list[int]:
+    """Unprocessed entries that no job has finished: never enqueued, lost, or deferred and due."""
+    cutoff = now - older_than
+    query = (sa.select(inbox.c.id).where(
+        inbox.c.processed_at.is_(None),
+        sa.or_(
+            sa.and_(inbox.c.next_attempt_at.is_(None), inbox.c.received_at <= cutoff),
+            inbox.c.next_attempt_at <= now,
+        ),
+    ).order_by(inbox.c.id).limit(limit))
+    return [int(r.id) for r in conn.execute(query)]
+
+
+def pending_for(conn: Connection, *, kind: str, ref: str) -> list[int]:
+    """Unprocessed entries about one order or refund (re-matched once it becomes known)."""
+    query = sa.select(inbox.c.id).where(inbox.c.processed_at.is_(None), inbox.c.kind == kind,
+                                        sa.func.upper(inbox.c.ref) == ref.upper())
+    return [int(r.id) for r in conn.execute(query)]

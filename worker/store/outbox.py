@@ -1,0 +1,57 @@
+"""The outbox: merchant events written in the same transaction as the transition that caused them.
+
+Delivery is at-least-once: an event is marked delivered only after its consumer accepted
+it, and each carries a stable ``event_id`` so the consumer can drop repeats.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import simplejson
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from .schema import outbox
+from .upsert import insert_if_absent
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutboxEvent:
+    id: int
+    event_id: str
+    type: str
+    payload: dict[str, Any]
+    created_at: datetime
+    attempts: int
+
+    @classmethod
+    def from_row(cls, row: Any) -> OutboxEvent:
+        return cls(id=row.id, event_id=row.event_id, type=row.type, payload=simplejson.loads(row.payload),
+                   created_at=row.created_at, attempts=row.attempts)
+
+
+def add(conn: Connection, *, event_id: str, type: str, payload: dict[str, Any], now: datetime) -> bool:
+    body = simplejson.dumps(payload, use_decimal=True, separators=(",", ":"), sort_keys=True)
+    return insert_if_absent(conn, outbox, {
+        "event_id": event_id[:96], "type": type, "payload": body, "created_at": now, "attempts": 0,
+        "next_attempt_at": now,
+    }, key="event_id")
+
+
+def due(conn: Connection, *, now: datetime, limit: int) -> list[OutboxEvent]:
+    query = (sa.select(outbox).where(outbox.c.delivered_at.is_(None), outbox.c.next_attempt_at <= now)
+             .order_by(outbox.c.id).limit(limit))
+    return [OutboxEvent.from_row(r) for r in conn.execute(query)]
+
+
+def mark_delivered(conn: Connection, event_pk: int, *, now: datetime) -> None:
+    conn.execute(outbox.update().where(outbox.c.id == event_pk, outbox.c.delivered_at.is_(None))
+                 .values(delivered_at=now, attempts=outbox.c.attempts + 1))
+
+
+def mark_failed(conn: Connection, event_pk: int, *, error: str, retry_in: timedelta, now: datetime) -> None:
+    conn.execute(outbox.update().where(outbox.c.id == event_pk)
+                 .values(attempts=outbox.c.attempts + 1, last_error=error[:200], next_attempt_at=now + retry_in))

@@ -1,0 +1,141 @@
+"""Reads and the few writes that are not state transitions (new records, tokens, poll times)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from statemachine import RefundState, check_refund_request
+
+from ..gateway.money import to_minor
+from .apply import Stale
+from .records import OrderRecord, RefundRecord, TokenRecord, TransitionRecord
+from .schema import orders, payment_tokens, refunds, transitions
+
+ORDER_TERMINAL = ("SUCCESS", "FAILED", "CLOSED")
+REFUND_TERMINAL = ("REFUND_SUCCESS", "REFUND_FAILED")
+
+
+class RefundRefused(ValueError):
+    """A refund request broke a rule before any gateway call (reason is machine-readable)."""
+
+    def __init__(self, reason: str, refundable: Decimal | None = None) -> None:
+        super().__init__(reason if refundable is None else f"{reason} (refundable: {refundable})")
+        self.reason = reason
+        self.refundable = refundable
+
+
+def insert_order(conn: Connection, values: dict[str, Any]) -> int:
+    values = {**values, "out_trade_no_key": values["out_trade_no"].upper(), "version": 1, "refund_seq": 0,
+              "poll_count": 0}
+    return int(conn.execute(orders.insert().values(**values)).inserted_primary_key[0])  # type: ignore[index]
+
+
+def get_order(conn: Connection, order_id: int) -> OrderRecord | None:
+    row = conn.execute(sa.select(orders).where(orders.c.id == order_id)).first()
+    return OrderRecord.from_row(row) if row else None
+
+
+def find_order(conn: Connection, out_trade_no: str) -> OrderRecord | None:
+    row = conn.execute(sa.select(orders).where(orders.c.out_trade_no_key == out_trade_no.upper())).first()
+    return OrderRecord.from_row(row) if row else None
+
+
+def get_refund(conn: Connection, refund_id: int) -> RefundRecord | None:
+    row = conn.execute(sa.select(refunds).where(refunds.c.id == refund_id)).first()
+    return RefundRecord.from_row(row) if row else None
+
+
+def find_refund(conn: Connection, out_refund_no: str) -> RefundRecord | None:
+    row = conn.execute(sa.select(refunds).where(refunds.c.out_refund_no == out_refund_no)).first()
+    return RefundRecord.from_row(row) if row else None
+
+
+def refunds_of(conn: Connection, order_id: int) -> list[RefundRecord]:
+    query = sa.select(refunds).where(refunds.c.order_id == order_id).order_by(refunds.c.id)
+    return [RefundRecord.from_row(r) for r in conn.execute(query)]
+
+
+def refund_pairs(records: Iterable[RefundRecord]) -> list[tuple[RefundState, Decimal]]:
+    return [(RefundState(r.state), r.amount) for r in records]
+
+
+def insert_refund(conn: Connection, order: OrderRecord, *, out_refund_no: str, amount: Decimal, currency: str,
+                  comments: str | None, now: datetime) -> int:
+    """Create a refund if the rules allow it, atomically against concurrent requests.
+
+    The order's ``refund_seq`` is compare-and-set in the same transaction: two requests that
+    both read the same refunds cannot both insert (the second matches no row and is ``Stale``).
+    """
+    existing = refunds_of(conn, order.id)
+    check = check_refund_request(order_state=order.state, paid=order.amount, currency=order.currency,
+                                 refunds=refund_pairs(existing), amount=amount, refund_currency=currency)
+    if not check.ok:
+        raise RefundRefused(check.reason or "refused", check.refundable)
+    bumped = conn.execute(orders.update().where(orders.c.id == order.id, orders.c.refund_seq == order.refund_seq)
+                          .values(refund_seq=orders.c.refund_seq + 1)).rowcount
+    if bumped != 1:
+        raise Stale(f"order {order.id} refunds changed")
+    return int(conn.execute(refunds.insert().values(
+        out_refund_no=out_refund_no, order_id=order.id, state="CREATED", version=1,
+        amount_minor=to_minor(amount, currency), currency=currency, comments=comments, created_at=now,
+        updated_at=now, next_poll_at=now, poll_count=0,
+    )).inserted_primary_key[0])  # type: ignore[index]
+
+
+def history(conn: Connection, entity: str, entity_id: int) -> list[TransitionRecord]:
+    query = (sa.select(transitions).where(transitions.c.entity == entity, transitions.c.entity_id == entity_id)
+             .order_by(transitions.c.version))
+    return [TransitionRecord.from_row(r) for r in conn.execute(query)]
+
+
+def schedule_poll(conn: Connection, table: sa.Table, record_id: int, at: datetime | None, *,
+                  count_poll: bool = False) -> None:
+    values: dict[str, Any] = {"next_poll_at": at}
+    if count_poll:
+        values["poll_count"] = table.c.poll_count + 1
+    conn.execute(table.update().where(table.c.id == record_id).values(**values))
+
+
+def due_polls(conn: Connection, table: sa.Table, terminal: tuple[str, ...], *, now: datetime,
+              limit: int) -> list[int]:
+    """Records whose next poll is due: an index range scan on ``next_poll_at`` (O(due))."""
+    query = (sa.select(table.c.id).where(table.c.next_poll_at <= now, table.c.state.not_in(terminal))
+             .order_by(table.c.next_poll_at).limit(limit))
+    return [int(r.id) for r in conn.execute(query)]
+
+
+def save_token(conn: Connection, *, user_id: str, token_id: str, card_org: str | None, masked_card: str | None,
+               source_order_id: int, now: datetime) -> int:
+    row = conn.execute(sa.select(payment_tokens.c.id).where(payment_tokens.c.token_id == token_id)).first()
+    if row is not None:
+        return int(row.id)
+    return int(conn.execute(payment_tokens.insert().values(
+        user_id=user_id, token_id=token_id, token_hint=token_id[-4:], status="Activated", card_org=card_org,
+        masked_card=masked_card, source_order_id=source_order_id, created_at=now, updated_at=now,
+    )).inserted_primary_key[0])  # type: ignore[index]
+
+
+def tokens_of(conn: Connection, user_id: str) -> list[TokenRecord]:
+    query = sa.select(payment_tokens).where(payment_tokens.c.user_id == user_id).order_by(payment_tokens.c.id)
+    return [TokenRecord.from_row(r) for r in conn.execute(query)]
+
+
+def get_token(conn: Connection, token_pk: int) -> TokenRecord | None:
+    row = conn.execute(sa.select(payment_tokens).where(payment_tokens.c.id == token_pk)).first()
+    return TokenRecord.from_row(row) if row else None
+
+
+def find_token(conn: Connection, token_id: str) -> TokenRecord | None:
+    row = conn.execute(sa.select(payment_tokens).where(payment_tokens.c.token_id == token_id)).first()
+    return TokenRecord.from_row(row) if row else None
+
+
+def set_token_status(conn: Connection, token_pk: int, status: str, now: datetime, **extra: Any) -> None:
+    conn.execute(payment_tokens.update().where(payment_tokens.c.id == token_pk)
+                 .values(status=status, updated_at=now, **extra))

@@ -1,0 +1,16 @@
+"""INSERT ... ON CONFLICT DO NOTHING for both dialects, returning whether a row was written."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+
+def insert_if_absent(conn: Connection, table: sa.Table, values: dict[str, Any], *, key: str) -> bool:
+    """Insert unless a row with the same unique ``key`` exists; True when this call inserted it."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(table).values(**values).on_conflict_do_nothing(index_elements=[key])
+    return conn.execute(statement).rowcount == 1

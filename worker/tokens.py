@@ -1,0 +1,86 @@
+"""Saved card tokens: listing synced with /inquirePaymentToken, removal via /removePaymentToken.
+
+A token is a charge credential. It is stored only in the SQL store; everywhere else (logs,
+events, CLI output, job arguments) it appears as its last four characters. A token is marked
+Deleted only when Checus answers Deleted, and a Deleted (or Expired, or someone else's) token
+is refused locally before any gateway call.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+
+from .bootstrap import Runtime
+from .gateway.requests import TokenInquiry, TokenRemoval
+from .store import outbox, repo
+from .store.db import write
+from .store.records import TokenRecord
+
+log = structlog.get_logger("worker.tokens")
+
+
+class TokenRefused(ValueError):
+    """The token cannot be used or removed (reason is machine-readable)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def usable_token(rt: Runtime, user_id: str, token_pk: int) -> TokenRecord:
+    """The token if it is Activated and belongs to ``user_id``; otherwise ``TokenRefused``."""
+    with write(rt.engine) as conn:
+        token = repo.get_token(conn, token_pk)
+    if token is None or token.user_id != user_id:
+        raise TokenRefused("token_not_found")
+    if token.status != "Activated":
+        raise TokenRefused(f"token_{token.status.lower()}")
+    return token
+
+
+def list_tokens(rt: Runtime, user_id: str, *, sync: bool = True) -> list[TokenRecord]:
+    """The user's tokens; with ``sync`` their status is first refreshed from Checus."""
+    if sync:
+        remote = rt.client.inquire_tokens(TokenInquiry(user_id=user_id))
+        now = rt.clock()
+        with write(rt.engine) as conn:
+            for item in remote:
+                local = repo.find_token(conn, item.payment_token_id)
+                if local is not None and local.user_id == user_id and local.status != item.status.value:
+                    repo.set_token_status(conn, local.id, item.status.value, now, expiry=item.expiry)
+    with write(rt.engine) as conn:
+        return repo.tokens_of(conn, user_id)
+
+
+def remove_token(rt: Runtime, user_id: str, token_pk: int, *, reason: str | None = None) -> TokenRecord:
+    token = _owned(rt, user_id, token_pk)
+    if token.status == "Deleted":
+        raise TokenRefused("token_deleted")
+    answer = rt.client.remove_token(TokenRemoval(user_id=user_id, payment_token_id=token.token_id, reason=reason))
+    if answer.status.value != "Deleted":
+        log.warning("token.not_removed", user_id=user_id, token_hint=token.token_hint, status=answer.status.value)
+        return token
+    now = rt.clock()
+    with write(rt.engine) as conn:
+        repo.set_token_status(conn, token.id, "Deleted", now)
+        event_id = f"token.removed:token:{token.id}"
+        outbox.add(conn, event_id=event_id, type="token.removed", now=now, payload=_event(event_id, token, now))
+        removed = repo.get_token(conn, token.id)
+    rt.enqueuer.deliver_events()
+    assert removed is not None
+    return removed
+
+
+def _owned(rt: Runtime, user_id: str, token_pk: int) -> TokenRecord:
+    with write(rt.engine) as conn:
+        token = repo.get_token(conn, token_pk)
+    if token is None or token.user_id != user_id:
+        raise TokenRefused("token_not_found")
+    return token
+
+
+def _event(event_id: str, token: TokenRecord, now: Any) -> dict[str, Any]:
+    return {"event_id": event_id, "type": "token.removed", "user_id": token.user_id, "token_hint": token.token_hint,
+            "occurred_at": now.isoformat()}
