@@ -9,7 +9,7 @@ import pytest
 import redis as redis_lib
 
 from tests.support.postgres import create_database, drop_database
-from tests.support.redis_server import RedisServer
+from worker.demo.redis_server import RedisServer
 from worker.gateway.signing import PortalKeyPair, generate_portal_key_pair
 
 
@@ -34,9 +34,8 @@ def other_keys() -> PortalKeyPair:
 @pytest.fixture
 def sim(merchant_keys: PortalKeyPair, platform_keys: PortalKeyPair) -> Iterator[object]:
     """A fresh simulator on a free loopback port, notifications on a 1000x fast clock."""
-    from worker.simulator.server import start_background
-
     from worker.simulator.config import SimulatorConfig
+    from worker.simulator.server import start_background
 
     config = SimulatorConfig(
         app_id="APP_TEST",

@@ -11,8 +11,8 @@ delayed retries, and short heartbeats so a dead worker's jobs come back within a
 from __future__ import annotations
 
 from rq import SimpleWorker, Worker
-from rq.worker import BaseWorker
 from rq.serializers import JSONSerializer
+from rq.worker import BaseWorker
 
 from .bootstrap import Runtime
 from .queueing import make_queue

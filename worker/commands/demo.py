@@ -1,22 +1,24 @@
-"""``checus-worker demo``: the seed flows, end to end, against the bundled simulator.
-
-Nothing needs configuring: keys are generated in memory, the simulator and a notification
-sink run on loopback, and every step's expectation is checked. Exit status 0 means every
-flow ended as expected.
-"""
+"""``checus-worker demo``: the seed flows, end to end, on an embedded stack with nothing configured."""
 
 from __future__ import annotations
 
-import click
+import os
 
-from ..demo.gateway_flows import run_gateway_demo
+import click
 
 
 @click.command()
-@click.option("--time-scale", default=0.001, show_default=True, type=float,
-              help="Simulator time scale (notification ladder and delays).")
+@click.option("--time-scale", default=0.01, show_default=True, type=float,
+              help="Scales every timer (poll ladder, notification retries) so the demo takes seconds.")
 def demo(time_scale: float) -> None:
-    """Run the payment, token and refund flows against a local simulator and print their history."""
-    ok = run_gateway_demo(time_scale=time_scale)
-    if not ok:
+    """Run payments, token payments, 3DS, a lost notification, duplicates, refunds and token removal.
+
+    Starts the simulator, the receiver, a worker and a scheduler on loopback with SQLite, and
+    Redis from REDIS_URL or a private redis-server. Exits 0 only if every flow ended as expected.
+    """
+    from ..demo.flows import run_demo
+    from ..logs import configure_logging
+
+    configure_logging(level="WARNING")
+    if not run_demo(time_scale=time_scale, redis_url=os.environ.get("REDIS_URL") or None):
         raise click.exceptions.Exit(1)

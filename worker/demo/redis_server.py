@@ -1,4 +1,4 @@
-"""A real redis-server on a free loopback port, with AOF, that a test can kill -9 and restart."""
+"""A private redis-server on a free loopback port, with AOF, that can be killed -9 and restarted."""
 
 from __future__ import annotations
 

@@ -28,8 +28,8 @@ from ..config import Settings
 from ..gateway.signing import PortalKeyPair, generate_portal_key_pair
 from ..queueing import make_queue
 from ..scheduler import Scheduler
-from ..serving import ServedApp, serve_in_thread
 from ..service import PaymentService
+from ..serving import ServedApp, serve_in_thread
 from ..store.db import create_engine
 from ..store.migrate import upgrade
 from ..web import receiver_app
@@ -102,9 +102,9 @@ class EmbeddedStack:
         ran = 0
         for _ in range(100):
             scheduler = RQScheduler([queue], connection=self.rt.redis, serializer=JSONSerializer)
-            scheduler.acquire_locks()
-            scheduler.enqueue_scheduled_jobs()
-            scheduler.release_locks()
+            scheduler.acquire_locks()  # type: ignore[no-untyped-call]
+            scheduler.enqueue_scheduled_jobs()  # type: ignore[no-untyped-call]
+            scheduler.release_locks()  # type: ignore[no-untyped-call]
             self.scheduler.tick()
             if queue.count == 0:
                 break
