@@ -12,5 +12,7 @@ from sqlalchemy.engine import Connection
 def insert_if_absent(conn: Connection, table: sa.Table, values: dict[str, Any], *, key: str) -> bool:
     """Insert unless a row with the same unique ``key`` exists; True when this call inserted it."""
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(table).values(**values).on_conflict_do_nothing(index_elements=[key])
-    return conn.execute(statement).rowcount == 1
+    statement = (dialect.insert(table).values(**values).on_conflict_do_nothing(index_elements=[key])
+                 .returning(table.c[key]))
+    # RETURNING, not rowcount: with psycopg, rowcount of an INSERT ... ON CONFLICT is not reliable.
+    return conn.execute(statement).first() is not None

@@ -1,0 +1,193 @@
+"""The store on SQLite and PostgreSQL: migrations, compare-and-set transitions, atomic refund creation."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from statemachine import GatewayReport, OrderState, Source, decide
+from worker.store import outbox, repo
+from worker.store.apply import Stale, Target, apply
+from worker.store.db import create_engine, read, write
+from worker.store.migrate import current, upgrade
+from worker.store.records import OrderRecord
+from worker.store.repo import RefundRefused
+from worker.store.schema import anomalies, transitions
+from worker.transition import order_facts
+
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def engine(database_url: str) -> Engine:
+    eng = create_engine(database_url)
+    upgrade(eng)
+    return eng
+
+
+def new_order(engine: Engine, no: str = "S1", state: str = "PENDING", amount: int = 10000) -> int:
+    with write(engine) as conn:
+        return repo.insert_order(
+            conn,
+            {
+                "out_trade_no": no,
+                "kind": "hosted",
+                "state": state,
+                "amount_minor": amount,
+                "currency": "USD",
+                "country": "US",
+                "user_id": "u1",
+                "subject": "s",
+                "tokenize": False,
+                "app_id": "A",
+                "merchant_no": "M",
+                "request_json": "{}",
+                "created_at": NOW,
+                "updated_at": NOW,
+            },
+        )
+
+
+def success_report(amount: str = "100.00", currency: str = "USD") -> GatewayReport:
+    return GatewayReport(status="SUCCESS", amount=Decimal(amount), currency=currency, source=Source.NOTIFICATION)
+
+
+def test_migrations_reach_head(engine: Engine) -> None:
+    assert current(engine) == "0001"
+    assert {"orders", "refunds", "payment_tokens", "transitions", "inbox", "outbox", "anomalies"} <= set(
+        sa.inspect(engine).get_table_names()
+    )
+
+
+def test_amounts_round_trip_exactly(engine: Engine) -> None:
+    order_id = new_order(engine, amount=1999)
+    with read(engine) as conn:
+        order = repo.get_order(conn, order_id)
+    assert order is not None and order.amount == Decimal("19.99") and order.created_at == NOW
+
+
+def _apply(
+    engine: Engine, order_id: int, version: int, report: GatewayReport, *, as_read: OrderRecord | None = None
+) -> int:
+    """Decide on the order as it is now (or as ``as_read``, a stale snapshot) and write with ``version``."""
+    with write(engine) as conn:
+        order = as_read or repo.get_order(conn, order_id)
+        assert order is not None
+        decision = decide(order_facts(order), report, now=NOW)
+        target = Target(entity="order", id=order_id, ref=order.out_trade_no, version=version)
+        return apply(conn, target, decision, source="notification", evidence={"test": 1}, now=NOW)
+
+
+def test_transition_writes_state_audit_and_event_in_one_commit(engine: Engine) -> None:
+    order_id = new_order(engine)
+    assert _apply(engine, order_id, 1, success_report()) == 2
+    with read(engine) as conn:
+        order = repo.get_order(conn, order_id)
+        history = repo.history(conn, "order", order_id)
+        events = outbox.due(conn, now=NOW, limit=10)
+    assert order is not None and (order.state, order.version) == ("SUCCESS", 2)
+    assert [(h.from_state, h.to_state, h.version) for h in history] == [("PENDING", "SUCCESS", 2)]
+    assert [e.event_id for e in events] == ["payment.succeeded:order:S1:2"]
+
+
+def test_a_stale_writer_changes_nothing(engine: Engine) -> None:
+    """A writer holding version 1 after someone moved the row to 2 is refused, and its audit row never lands."""
+    order_id = new_order(engine)
+    with read(engine) as conn:
+        snapshot = repo.get_order(conn, order_id)  # a paused worker read PENDING at version 1 ...
+    _apply(engine, order_id, 1, success_report())  # ... meanwhile another worker applied SUCCESS
+    with pytest.raises(Stale):
+        _apply(
+            engine,
+            order_id,
+            1,
+            GatewayReport(status="FAILED", amount=Decimal("100.00"), currency="USD", source=Source.POLL),
+            as_read=snapshot,
+        )
+    with read(engine) as conn:
+        order = repo.get_order(conn, order_id)
+        rows = conn.execute(sa.select(sa.func.count()).select_from(transitions)).scalar_one()
+    assert order is not None and order.state == "SUCCESS" and rows == 1
+
+
+def test_mismatched_amount_records_one_anomaly_and_changes_nothing(engine: Engine) -> None:
+    order_id = new_order(engine)
+    for _ in range(2):  # the same contradiction twice: one open anomaly, one event
+        _apply(engine, order_id, 1, success_report(amount="99.00"))
+    with read(engine) as conn:
+        order = repo.get_order(conn, order_id)
+        kinds = conn.execute(sa.select(anomalies.c.kind)).scalars().all()
+        events = [e.type for e in outbox.due(conn, now=NOW, limit=10)]
+    assert order is not None and order.state == "PENDING" and order.version == 1
+    assert kinds == ["amount_mismatch"] and events == ["anomaly.detected"]
+
+
+def _refund(engine: Engine, order_id: int, no: str, amount: str) -> str:
+    for _ in range(20):
+        try:
+            with write(engine) as conn:
+                order = repo.get_order(conn, order_id)
+                assert order is not None
+                repo.insert_refund(
+                    conn, order, out_refund_no=no, amount=Decimal(amount), currency="USD", comments=None, now=NOW
+                )
+            return "created"
+        except RefundRefused as exc:
+            return exc.reason
+        except Stale:
+            continue
+    return "stale"
+
+
+def test_refunds_never_exceed_the_paid_amount_under_concurrency(engine: Engine) -> None:
+    """Eight threads ask for 30.00 each against 100.00 paid: exactly three are created."""
+    order_id = new_order(engine, state="SUCCESS")
+    results: list[str] = []
+    barrier = threading.Barrier(8)
+
+    def ask(i: int) -> None:
+        barrier.wait()
+        results.append(_refund(engine, order_id, f"C{i}", "30.00"))
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == ["created"] * 3 + ["exceeds_refundable"] * 5
+    with read(engine) as conn:
+        total = sum(r.amount for r in repo.refunds_of(conn, order_id))
+    assert total == Decimal("90.00")
+
+
+@pytest.mark.parametrize(("state", "reason"), [("PENDING", "order_not_paid"), ("FAILED", "order_not_paid")])
+def test_refunds_of_unpaid_orders_are_refused(engine: Engine, state: str, reason: str) -> None:
+    order_id = new_order(engine, state=state)
+    assert _refund(engine, order_id, "X1", "1.00") == reason
+
+
+def test_inbox_dedupes_on_the_fact(engine: Engine) -> None:
+    from worker.store import inbox
+
+    body: dict[str, Any] = {"notifyTime": "a", "data": {"outTradeNo": "S1", "status": "SUCCESS", "totalAmount": 1}}
+    restamped = {**body, "notifyTime": "b"}
+    key, same = inbox.dedupe_key("payment", "S1", body), inbox.dedupe_key("payment", "s1", restamped)
+    other = inbox.dedupe_key("payment", "S1", {"data": {**body["data"], "status": "FAILED"}})
+    assert key == same and key != other
+    with write(engine) as conn:
+        first = inbox.record(conn, kind="payment", ref="S1", key=key, body=b"{}", sign="x", now=NOW)
+        second = inbox.record(conn, kind="payment", ref="S1", key=key, body=b"{}", sign="x", now=NOW)
+    assert first[1] is True and second[1] is False and first[0] == second[0]
+
+
+def test_order_state_enum_matches_stored_values(engine: Engine) -> None:
+    order_id = new_order(engine)
+    with read(engine) as conn:
+        order = repo.get_order(conn, order_id)
+    assert order is not None and OrderState(order.state) is OrderState.PENDING
