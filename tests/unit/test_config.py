@@ -34,11 +34,11 @@ def test_errors_name_the_variable(env: dict[str, str], variable: str) -> None:
 
 def test_keys_load_lazily_and_fail_naming_the_setting() -> None:
     settings = Settings.from_env({"CHECUS_MERCHANT_PRIVATE_KEY": "bm90IGEga2V5", "CHECUS_PLATFORM_PUBLIC_KEYS": "x"})
-    with pytest.raises(SettingsError, match="^CHECUS_MERCHANT_PRIVATE_KEY"):
+    with pytest.raises(SettingsError, match=r"^CHECUS_MERCHANT_PRIVATE_KEY"):
         settings.signer()
     with pytest.raises(SettingsError, match=r"^CHECUS_PLATFORM_PUBLIC_KEYS\[0\]"):
         settings.verifier()
-    with pytest.raises(SettingsError, match="^CHECUS_APP_ID: is required"):
+    with pytest.raises(SettingsError, match=r"^CHECUS_APP_ID: is required"):
         Settings.from_env({}).require("app_id")
 
 
@@ -55,5 +55,5 @@ def test_key_files_and_key_lists(tmp_path: Path, merchant_keys: PortalKeyPair, p
     assert settings.signer().sign(b"x")
     assert merchant_keys.private_key[:30] not in repr(settings)
     private.chmod(0o644)
-    with pytest.raises(SettingsError, match="^CHECUS_MERCHANT_PRIVATE_KEY_FILE"):
+    with pytest.raises(SettingsError, match=r"^CHECUS_MERCHANT_PRIVATE_KEY_FILE"):
         Settings.from_env({"CHECUS_MERCHANT_PRIVATE_KEY_FILE": str(private)})
