@@ -39,6 +39,8 @@ class Timers:
     orphan_retries: tuple[float, ...] = (30, 300, 3600, 6 * 3600, 24 * 3600)
     stale_created_after: float = 120  # a CREATED order this old lost its API call: resolve by query
     lock_ttl: float = 10
+    not_found_grace: float = 60  # an UNKNOWN create/refund the gateway has not heard of is resent after this
+    not_found_alarm: float = 3600  # a PENDING order the gateway keeps not finding becomes an anomaly after this
     event_retry: tuple[float, ...] = (5, 30, 300, 1800, 3600)
 
     def scaled(self, factor: float) -> Timers:
@@ -50,8 +52,14 @@ class Timers:
             first_poll=s(self.first_poll), confirm_delay=s(self.confirm_delay), refund_retry=s(self.refund_retry),
             inbox_sweep_after=s(self.inbox_sweep_after), orphan_retries=tuple(map(s, self.orphan_retries)),
             stale_created_after=s(self.stale_created_after), lock_ttl=self.lock_ttl,
+            not_found_grace=s(self.not_found_grace), not_found_alarm=s(self.not_found_alarm),
             event_retry=tuple(map(s, self.event_retry)),
         )
+
+    @property
+    def not_found(self) -> dict[str, timedelta]:
+        """The keyword arguments the decide functions take for ORDER_NOT_EXIST answers."""
+        return {"grace": timedelta(seconds=self.not_found_grace), "alarm": timedelta(seconds=self.not_found_alarm)}
 
     def ladder(self, step: int) -> timedelta:
         return timedelta(seconds=self.poll_ladder[min(step, len(self.poll_ladder) - 1)])
@@ -125,7 +133,8 @@ def process_runtime() -> Runtime:
         from .events import configured_sinks
 
         settings = Settings.from_env(os.environ)
-        rt = build_runtime(settings, timers=Timers().scaled(settings.time_scale))
+        base = Timers(poll_ladder=settings.poll_ladder) if settings.poll_ladder else Timers()
+        rt = build_runtime(settings, timers=base.scaled(settings.time_scale))
         rt.event_sinks = configured_sinks(settings)
         _process_runtime = rt
     return _process_runtime

@@ -50,6 +50,19 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _ladder(env: Mapping[str, str], name: str) -> tuple[float, ...] | None:
+    raw = env.get(name)
+    if not raw:
+        return None
+    try:
+        steps = tuple(float(part) for part in raw.replace(" ", "").split(","))
+    except ValueError:
+        raise SettingsError(name, "must be comma-separated seconds, e.g. 60,300,900,3600") from None
+    if not steps or any(step <= 0 for step in steps):
+        raise SettingsError(name, "steps must be positive")
+    return steps
+
+
 def _webhook_secret(env: Mapping[str, str]) -> str | None:
     url, secret = env.get("CHECUS_EVENT_WEBHOOK_URL"), env.get("CHECUS_EVENT_WEBHOOK_SECRET")
     if url and not secret:
@@ -86,6 +99,7 @@ class Settings:
     event_handler: str | None = None
     event_webhook_url: str | None = None
     event_webhook_secret: str | None = field(default=None, repr=False)
+    poll_ladder: tuple[float, ...] | None = None
     receiver_host: str = "127.0.0.1"
     receiver_port: int = 8080
 
@@ -104,6 +118,7 @@ class Settings:
             http_read_timeout=_float(env, "CHECUS_HTTP_READ_TIMEOUT", 20.0),
             log_level=env.get("LOG_LEVEL", "INFO"),
             time_scale=_float(env, "CHECUS_TIME_SCALE", 1.0),
+            poll_ladder=_ladder(env, "CHECUS_POLL_LADDER"),
             event_handler=env.get("CHECUS_EVENT_HANDLER") or None,
             event_webhook_url=env.get("CHECUS_EVENT_WEBHOOK_URL") or None,
             event_webhook_secret=_webhook_secret(env),

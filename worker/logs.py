@@ -32,6 +32,7 @@ _B64_RUN = re.compile(r"[A-Za-z0-9+/=_-]{80,}")
 _TOKEN = re.compile(r"PMTOKEN[0-9A-Za-z]{4,}")
 _DIGIT_RUN = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
 _MAX_DEPTH = 6
+FOREIGN_LOGGERS = ("rq", "rq.worker", "rq.scheduler", "rq.job", "uvicorn", "uvicorn.error", "uvicorn.access")
 
 
 def _luhn_ok(digits: str) -> bool:
@@ -115,3 +116,8 @@ def configure_logging(*, level: str = "INFO", json: bool | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    for name in FOREIGN_LOGGERS:  # their own handlers would bypass redaction: send them through ours
+        foreign = logging.getLogger(name)
+        foreign.handlers.clear()
+        foreign.propagate = True
+    logging.getLogger("transitions").setLevel(logging.WARNING)

@@ -85,7 +85,7 @@ def change_order(rt: Runtime, order_id: int, event: Callable[[OrderRecord], Orde
                     order = repo.get_order(conn, order_id)
                     if order is None:
                         return None
-                    decision = decide(order_facts(order), event(order), now=rt.clock())
+                    decision = decide(order_facts(order), event(order), now=rt.clock(), **rt.timers.not_found)
                     target = Target(entity="order", id=order.id, ref=order.out_trade_no, version=order.version,
                                     event_fields=_order_event_fields(order))
                     changes = {**_poll_updates(rt, decision, ORDER_TERMINAL), **(updates or {})}
@@ -117,7 +117,7 @@ def change_refund(rt: Runtime, refund_id: int, order_id: int, event: Callable[[R
                     after = refundable(order.amount, [*repo.refund_pairs(others),
                                                       (RefundState.REFUND_SUCCESS, refund.amount)])
                     decision = decide_refund(refund_facts(refund, order.out_trade_no), event(refund),
-                                             now=rt.clock(), refundable_if_applied=after)
+                                             now=rt.clock(), refundable_if_applied=after, **rt.timers.not_found)
                     target = Target(entity="refund", id=refund.id, ref=refund.out_refund_no, version=refund.version,
                                     event_fields=_refund_event_fields(refund, order))
                     changes = {**_poll_updates(rt, decision, REFUND_TERMINAL), **(updates or {})}

@@ -57,3 +57,11 @@ def test_key_files_and_key_lists(tmp_path: Path, merchant_keys: PortalKeyPair, p
     private.chmod(0o644)
     with pytest.raises(SettingsError, match=r"^CHECUS_MERCHANT_PRIVATE_KEY_FILE"):
         Settings.from_env({"CHECUS_MERCHANT_PRIVATE_KEY_FILE": str(private)})
+
+
+def test_poll_ladder_is_configurable() -> None:
+    assert Settings.from_env({"CHECUS_POLL_LADDER": "30, 60,600"}).poll_ladder == (30.0, 60.0, 600.0)
+    assert Settings.from_env({}).poll_ladder is None
+    for bad in ("x", "0,5", "-1"):
+        with pytest.raises(SettingsError, match=r"^CHECUS_POLL_LADDER"):
+            Settings.from_env({"CHECUS_POLL_LADDER": bad})

@@ -101,7 +101,8 @@ class EmbeddedStack:
         queue = make_queue(self.rt.redis)
         ran = 0
         for _ in range(100):
-            scheduler = RQScheduler([queue], connection=self.rt.redis, serializer=JSONSerializer)
+            scheduler = RQScheduler([queue], connection=self.rt.redis, serializer=JSONSerializer,
+                                    logging_level="WARNING")
             scheduler.acquire_locks()  # type: ignore[no-untyped-call]
             scheduler.enqueue_scheduled_jobs()  # type: ignore[no-untyped-call]
             scheduler.release_locks()  # type: ignore[no-untyped-call]
