@@ -67,7 +67,7 @@ def receiver() -> Iterator[tuple[Receiver, str]]:
         return Response("ok")
 
     app = Starlette(routes=[Route("/events", target.endpoint, methods=["POST"]), Route("/h", health)])
-    served = serve_in_thread(app, health_path="/h")
+    served = serve_in_thread(app)
     yield target, served.base_url + "/events"
     served.stop()
 

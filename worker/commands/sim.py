@@ -48,6 +48,8 @@ def sim(host: str, port: int, app_id: str | None, merchant_no: str | None, time_
     from ..simulator.server import serve
 
     env = dict(os.environ)
+    env.setdefault("CHECUS_SIM_APP_ID", "SIM_APP")
+    env.setdefault("CHECUS_SIM_MERCHANT_NO", "SIM_MERCHANT")
     if not env.get("CHECUS_SIM_MERCHANT_PUBLIC_KEYS") and not env.get("CHECUS_SIM_MERCHANT_PUBLIC_KEYS_FILE"):
         merchant, platform = dev_keys(keys_dir)
         env["CHECUS_SIM_MERCHANT_PUBLIC_KEYS"] = merchant.public_key

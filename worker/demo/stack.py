@@ -60,7 +60,7 @@ class EmbeddedStack:
         upgrade(engine)
         self.rt = Runtime(settings=self.settings, engine=engine, redis=Redis.from_url(self.redis_url),
                           timers=Timers().scaled(self.time_scale), event_sinks=self.event_sinks)
-        self.receiver: ServedApp = serve_in_thread(receiver_app(self.rt), health_path="/healthz", name="receiver")
+        self.receiver: ServedApp = serve_in_thread(receiver_app(self.rt), name="receiver")
         self.settings = self.settings.with_overrides(notify_base_url=self.receiver.base_url)
         self.rt.settings = self.settings
         install_runtime(self.rt)
