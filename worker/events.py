@@ -22,6 +22,7 @@ import structlog
 from standardwebhooks.webhooks import Webhook
 
 from .bootstrap import Runtime
+from .crashpoints import crash_point
 from .store import outbox
 from .store.db import write
 
@@ -77,6 +78,7 @@ def deliver_events(rt: Runtime) -> int:
                 outbox.mark_failed(conn, event.id, error=type(exc).__name__, retry_in=retry_in, now=rt.clock())
             log.warning("event.delivery_failed", event_id=event.event_id, error=type(exc).__name__)
             continue
+        crash_point("after_event_delivery")
         with write(rt.engine) as conn:
             outbox.mark_delivered(conn, event.id, now=rt.clock())
         delivered += 1

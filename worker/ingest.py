@@ -30,6 +30,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from .crashpoints import crash_point
 from .gateway.replies import PaymentNotification, RefundNotification, ReplyInvalid
 from .gateway.signing import Verifier
 from .gateway.wire import ACK_BODY, WireFormatError, loads_object
@@ -121,6 +122,7 @@ class Ingestor:
                           error=type(exc).__name__)
                 return Verdict(503, "queue_unavailable", entry_id)
         self._remember(key)
+        crash_point("before_ack")
         return self._ack(kind, ref, "duplicate" if processed else "accepted", entry_id)
 
     def _remember(self, key: str) -> None:

@@ -18,6 +18,7 @@ import simplejson
 from statemachine import OrderEvent, SubmitAccepted, SubmitDuplicate, SubmitRejected, SubmitUnknown
 
 from .bootstrap import Runtime
+from .crashpoints import crash_point
 from .gateway import DuplicateRequest, GatewayRejected, OutcomeUnknown
 from .gateway.money import to_minor
 from .gateway.replies import OrderCreated
@@ -63,6 +64,7 @@ def submit(rt: Runtime, order_id: int, request: HostedCardPayment | TokenPayment
     event: OrderEvent
     try:
         reply = rt.client.create_payment(request)
+        crash_point("after_gateway_call")
         event = SubmitAccepted(status_hint="SUCCESS" if reply.status.value == "SUCCESS" else "PENDING")
     except DuplicateRequest:
         event = SubmitDuplicate()

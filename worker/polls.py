@@ -27,6 +27,7 @@ from statemachine import (
 )
 
 from .bootstrap import Runtime
+from .crashpoints import crash_point
 from .gateway import OutcomeUnknown, RecordNotFound
 from .gateway.errors import GatewayRejected
 from .gateway.replies import OrderState, RefundState
@@ -57,6 +58,7 @@ def poll_order(rt: Runtime, order_id: int) -> str:
             return "missing"
     try:
         answer: OrderState | None = rt.client.query_order(order.out_trade_no)
+        crash_point("after_gateway_call")
     except RecordNotFound:
         answer = None
     except (OutcomeUnknown, GatewayRejected) as exc:
@@ -95,6 +97,7 @@ def poll_refund(rt: Runtime, refund_id: int) -> str:
         return "not_submitted"
     try:
         answer: RefundState | None = rt.client.query_refund(refund.out_refund_no)
+        crash_point("after_gateway_call")
     except RecordNotFound:
         answer = None
     except (OutcomeUnknown, GatewayRejected) as exc:

@@ -24,6 +24,7 @@ from statemachine import (
 )
 
 from .bootstrap import Runtime
+from .crashpoints import crash_point
 from .gateway import DuplicateRequest, GatewayRejected, OutcomeUnknown
 from .gateway.requests import Refund, check_merchant_no
 from .notifications import rematch
@@ -86,6 +87,7 @@ def submit_refund(rt: Runtime, refund_id: int) -> str:
     refund_trade_no = None
     try:
         reply = rt.client.refund(request)
+        crash_point("after_gateway_call")
         event, refund_trade_no = RefundSubmitAccepted(status=reply.status.value), reply.refund_trade_no
     except DuplicateRequest:
         event = RefundSubmitDuplicate()

@@ -34,6 +34,7 @@ from statemachine import (
 )
 
 from .bootstrap import Runtime
+from .crashpoints import crash_point
 from .store import repo
 from .store.apply import Stale, Target, apply
 from .store.db import write
@@ -79,6 +80,7 @@ def change_order(rt: Runtime, order_id: int, event: Callable[[OrderRecord], Orde
                  ) -> Applied | None:
     """Decide ``event`` for the order and write it; None when the order does not exist."""
     with rt.locks.hold(order_id):
+        crash_point("after_lock")
         for _ in range(MAX_STALE_RETRIES):
             try:
                 with write(rt.engine) as conn:
@@ -93,8 +95,10 @@ def change_order(rt: Runtime, order_id: int, event: Callable[[OrderRecord], Orde
                           updates=changes)
                     if also is not None:
                         also(conn, order, decision)
+                    crash_point("after_outbox")
             except Stale:
                 continue
+            crash_point("after_commit")
             _log(decision, "order", order.out_trade_no, source)
             after_commit(rt, "order", order.id, order.id, decision)
             return Applied(decision, order)
@@ -106,6 +110,7 @@ def change_refund(rt: Runtime, refund_id: int, order_id: int, event: Callable[[R
                   also: Also | None = None) -> Applied | None:
     """Decide ``event`` for the refund (under its order's lock) and write it."""
     with rt.locks.hold(order_id):
+        crash_point("after_lock")
         for _ in range(MAX_STALE_RETRIES):
             try:
                 with write(rt.engine) as conn:
@@ -125,8 +130,10 @@ def change_refund(rt: Runtime, refund_id: int, order_id: int, event: Callable[[R
                           updates=changes)
                     if also is not None:
                         also(conn, refund, decision)
+                    crash_point("after_outbox")
             except Stale:
                 continue
+            crash_point("after_commit")
             _log(decision, "refund", refund.out_refund_no, source)
             after_commit(rt, "refund", refund.id, order_id, decision)
             return Applied(decision, refund)
