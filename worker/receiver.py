@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .ingest import Ingestor, Kind
+from .store.db import read
 
 MAX_BODY = 64 * 1024
 PAYMENT_PATH = "/checus/notify/payment"
@@ -49,15 +50,21 @@ def _json(status: int, body: bytes) -> Response:
     return Response(body, status_code=status, media_type="application/json")
 
 
+def _refuse_unread(status: int, body: bytes) -> Response:
+    """A refusal sent before the body was read: close the connection, or the server would go on
+    reading (and discarding) whatever the client still sends to keep the connection alive."""
+    return Response(body, status_code=status, media_type="application/json", headers={"connection": "close"})
+
+
 def notification_endpoint(ingestor: Ingestor, kind: Kind) -> Callable[[Request], object]:
     async def endpoint(request: Request) -> Response:
         content_type = request.headers.get("content-type", "")
         if content_type.split(";")[0].strip().lower() != "application/json":
-            return _json(415, b'{"code":"FAIL","msg":"unsupported_media_type"}')
+            return _refuse_unread(415, b'{"code":"FAIL","msg":"unsupported_media_type"}')
         try:
             body = await read_bounded(request)
         except BodyTooLarge:
-            return _json(413, b'{"code":"FAIL","msg":"too_large"}')
+            return _refuse_unread(413, b'{"code":"FAIL","msg":"too_large"}')
         verdict = await run_in_threadpool(ingestor.ingest, kind, body, request.headers.get("sign"))
         return _json(verdict.status, verdict.body)
 
@@ -67,8 +74,8 @@ def notification_endpoint(ingestor: Ingestor, kind: Kind) -> Callable[[Request],
 def health_endpoint(engine: Engine, redis: Redis) -> Callable[[Request], object]:
     def check() -> dict[str, str]:
         status = {"store": "ok", "redis": "ok"}
-        try:
-            with engine.connect() as conn:
+        try:  # a read transaction: on SQLite a plain connect would BEGIN IMMEDIATE and queue for the write lock
+            with read(engine) as conn:
                 conn.execute(sa.text("SELECT 1"))
         except SQLAlchemyError:
             status["store"] = "down"
