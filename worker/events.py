@@ -24,7 +24,7 @@ from standardwebhooks.webhooks import Webhook
 from .bootstrap import Runtime
 from .crashpoints import crash_point
 from .store import outbox
-from .store.db import write
+from .store.db import read, write
 
 log = structlog.get_logger("worker.events")
 Sink = Callable[[dict[str, Any]], None]
@@ -65,7 +65,7 @@ def deliver_events(rt: Runtime) -> int:
     if not rt.event_sinks:
         return 0
     delivered = 0
-    with write(rt.engine) as conn:
+    with read(rt.engine) as conn:
         due = outbox.due(conn, now=rt.clock(), limit=BATCH)
     for event in due:
         try:

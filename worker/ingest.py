@@ -35,14 +35,15 @@ from .gateway.replies import PaymentNotification, RefundNotification, ReplyInval
 from .gateway.signing import Verifier
 from .gateway.wire import ACK_BODY, WireFormatError, loads_object
 from .queueing import Enqueuer
-from .store import inbox
-from .store.db import write
+from .store import inbox, repo
+from .store.db import read, write
 
 log = structlog.get_logger("worker.ingest")
 Kind = Literal["payment", "refund"]
 SEEN_TTL_SECONDS = 7 * 24 * 3600
 FRESHNESS = timedelta(hours=48)  # ≥ Checus's retry horizon (~13.3 h) plus clock skew
 FUTURE_SKEW = timedelta(minutes=5)
+TERMINAL = frozenset({"SUCCESS", "FAILED", "CLOSED", "REFUND_SUCCESS", "REFUND_FAILED"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +82,8 @@ class Ingestor:
         except (WireFormatError, ReplyInvalid):
             return self._refuse(kind, 400, "malformed")
         if problem:
+            if problem == "stale":
+                self._hint_poll(kind, ref)
             return self._refuse(kind, 400, problem)
         return self._keep(kind, ref, inbox.dedupe_key(kind, ref, parsed), body, sign)
 
@@ -132,6 +135,21 @@ class Ingestor:
     def _ack(self, kind: Kind, ref: str, reason: str, entry_id: int | None) -> Verdict:
         log.info("notification.acked", kind=kind, ref=ref, outcome=reason, inbox_id=entry_id)
         return Verdict(200, reason, entry_id)
+
+    def _hint_poll(self, kind: Kind, ref: str) -> None:
+        """A signed but stale notification is not applied, but it hints the record may have moved:
+        poll it (one poll job per record at most, so a replay storm cannot multiply gateway calls)."""
+        try:
+            with read(self.engine) as conn:
+                record = repo.find_order(conn, ref) if kind == "payment" else repo.find_refund(conn, ref)
+            if record is None or record.state in TERMINAL:
+                return
+            if kind == "payment":
+                self.enqueuer.poll_order(record.id)
+            else:
+                self.enqueuer.poll_refund(record.id)
+        except (SQLAlchemyError, RedisError) as exc:
+            log.warning("notification.hint_poll_failed", kind=kind, ref=ref, error=type(exc).__name__)
 
     def _refuse(self, kind: Kind, status: int, reason: str) -> Verdict:
         log.warning("notification.rejected", kind=kind, status=status, reason=reason)

@@ -16,23 +16,24 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.engine import Connection
 
-from statemachine import Decision, GatewayReport, RefundReport, SaveToken, Source
+from statemachine import Decision, GatewayReport, RefundReport, SaveToken, Source, decide_unknown_refund
 
 from .bootstrap import Runtime
 from .gateway.replies import OrderState, PaymentNotification, RefundNotification, ReplyInvalid
 from .gateway.wire import WireFormatError, loads_object
 from .store import inbox, repo
-from .store.db import write
+from .store.apply import Target, apply
+from .store.db import read, write
 from .store.inbox import InboxEntry
 from .store.schema import anomalies
-from .transition import change_order, change_refund
+from .transition import after_commit, change_order, change_refund
 
 log = structlog.get_logger("worker.notifications")
 
 
 def apply_notification(rt: Runtime, inbox_id: int) -> str:
     """Apply one inbox row; returns the outcome recorded on it."""
-    with write(rt.engine) as conn:
+    with read(rt.engine) as conn:
         entry = inbox.get(conn, inbox_id)
     if entry is None or entry.processed_at is not None:
         return "already_processed" if entry else "missing"
@@ -66,7 +67,7 @@ def _evidence(entry: InboxEntry, note: Any) -> dict[str, Any]:
 
 
 def _apply_payment(rt: Runtime, entry: InboxEntry, note: PaymentNotification) -> str:
-    with write(rt.engine) as conn:
+    with read(rt.engine) as conn:
         order = repo.find_order(conn, note.order.out_trade_no)
     if order is None:
         return _defer_unknown(rt, entry, "unknown_order")
@@ -101,10 +102,11 @@ def save_token_from(conn: Connection, rt: Runtime, order_id: int, state: OrderSt
 
 
 def _apply_refund(rt: Runtime, entry: InboxEntry, note: RefundNotification) -> str:
-    with write(rt.engine) as conn:
+    with read(rt.engine) as conn:
         refund = repo.find_refund(conn, note.refund.out_refund_no)
     if refund is None:
-        return _defer_unknown(rt, entry, "unknown_refund")
+        adopted = adopt_unknown_refund(rt, entry, note)
+        return adopted if adopted is not None else _defer_unknown(rt, entry, "unknown_refund")
     report = RefundReport(status=note.refund.status.value, amount=note.refund.amount,
                           currency=note.refund.currency, source=Source.NOTIFICATION)
     applied = change_refund(rt, refund.id, refund.order_id, lambda _r: report, source="notification",
@@ -132,7 +134,39 @@ def _defer_unknown(rt: Runtime, entry: InboxEntry, outcome: str) -> str:
 
 def rematch(rt: Runtime, kind: str, ref: str) -> None:
     """A new order or refund became known: apply notifications that were waiting for it."""
-    with write(rt.engine) as conn:
+    with read(rt.engine) as conn:
         waiting = inbox.pending_for(conn, kind=kind, ref=ref)
     for entry_id in waiting:
         rt.enqueuer.apply_notification(entry_id)
+
+
+def adopt_unknown_refund(rt: Runtime, entry: InboxEntry, note: RefundNotification) -> str | None:
+    """A refund Checus reports that we never asked for (e.g. made in the portal): record it if it
+    fits the order's refundable balance, else an anomaly. None when its order is unknown too."""
+    with read(rt.engine) as conn:
+        order = repo.find_order(conn, note.refund.out_trade_no or "")
+    if order is None:
+        return None
+    report = RefundReport(status=note.refund.status.value, amount=note.refund.amount,
+                          currency=note.refund.currency, source=Source.NOTIFICATION)
+    evidence = {**_evidence(entry, note), "adopted": True}
+    with rt.locks.hold(order.id), write(rt.engine) as conn:
+        current = repo.get_order(conn, order.id)
+        assert current is not None
+        decision = decide_unknown_refund(
+            report, out_trade_no=current.out_trade_no, order_state=current.state, paid=current.amount,
+            currency=current.currency, refunds=repo.refund_pairs(repo.refunds_of(conn, current.id)), now=rt.clock())
+        if decision.to_state is not None:
+            refund_id = repo.insert_refund_row(conn, current, out_refund_no=note.refund.out_refund_no,
+                                               amount=report.amount, currency=report.currency,
+                                               comments="reported by Checus", now=rt.clock(), next_poll_at=None)
+            target = Target(entity="refund", id=refund_id, ref=note.refund.out_refund_no, version=1,
+                            event_fields={"out_refund_no": note.refund.out_refund_no,
+                                          "out_trade_no": current.out_trade_no, "amount": str(report.amount),
+                                          "currency": report.currency})
+        else:
+            target = Target(entity="inbox", id=entry.id, ref=note.refund.out_refund_no, version=0)
+        apply(conn, target, decision, source="notification", evidence=evidence, now=rt.clock())
+        inbox.mark_processed(conn, entry.id, outcome=f"adopted_{decision.outcome}", now=rt.clock())
+    after_commit(rt, "refund", target.id, order.id, decision)
+    return f"adopted_{decision.outcome}"

@@ -25,7 +25,7 @@ from .gateway.replies import OrderCreated
 from .gateway.requests import HostedCardPayment, TokenPayment
 from .notifications import rematch
 from .store import repo
-from .store.db import write
+from .store.db import read, write
 from .transition import Applied, change_order
 
 
@@ -82,7 +82,7 @@ def submit(rt: Runtime, order_id: int, request: HostedCardPayment | TokenPayment
 
 def resubmit_order(rt: Runtime, order_id: int) -> str:
     """Send a CREATED order's stored request again, with the same outTradeNo (after ORDER_NOT_EXIST)."""
-    with write(rt.engine) as conn:
+    with read(rt.engine) as conn:
         order = repo.get_order(conn, order_id)
         token = repo.get_token(conn, order.token_ref) if order and order.token_ref else None
     if order is None or order.state != "CREATED":

@@ -33,7 +33,7 @@ from .gateway.errors import GatewayRejected
 from .gateway.replies import OrderState, RefundState
 from .notifications import save_token_from
 from .store import repo
-from .store.db import write
+from .store.db import read, write
 from .store.schema import orders, refunds
 from .transition import ORDER_TERMINAL, REFUND_TERMINAL, change_order, change_refund
 
@@ -46,13 +46,13 @@ def _backoff(rt: Runtime, table: Any, record_id: int, poll_count: int) -> None:
 
 
 def poll_order(rt: Runtime, order_id: int) -> str:
-    with write(rt.engine) as conn:
+    with read(rt.engine) as conn:
         order = repo.get_order(conn, order_id)
     if order is None:
         return "missing"
     if order.state == "CREATED":  # its create call was lost with a crashed process: outcome unknown
         change_order(rt, order.id, lambda _o: SubmitUnknown(), source="poll", evidence={"stale": "CREATED"})
-        with write(rt.engine) as conn:
+        with read(rt.engine) as conn:
             order = repo.get_order(conn, order_id)
         if order is None:
             return "missing"
@@ -88,7 +88,7 @@ def poll_order(rt: Runtime, order_id: int) -> str:
 
 
 def poll_refund(rt: Runtime, refund_id: int) -> str:
-    with write(rt.engine) as conn:
+    with read(rt.engine) as conn:
         refund = repo.get_refund(conn, refund_id)
     if refund is None:
         return "missing"

@@ -30,7 +30,7 @@ from .gateway.requests import Refund, check_merchant_no
 from .notifications import rematch
 from .store import repo
 from .store.apply import Stale
-from .store.db import write
+from .store.db import read, write
 from .store.records import RefundRecord
 from .store.repo import RefundRefused
 from .transition import change_refund
@@ -71,7 +71,7 @@ def create_refund(rt: Runtime, out_trade_no: str, amount: Decimal, *, out_refund
 
 def submit_refund(rt: Runtime, refund_id: int) -> str:
     """Send a CREATED refund to Checus if the order's refund slot is free; record the answer."""
-    with write(rt.engine) as conn:
+    with read(rt.engine) as conn:
         refund = repo.get_refund(conn, refund_id)
         if refund is None or refund.state != "CREATED":
             return "not_created"

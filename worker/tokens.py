@@ -15,7 +15,7 @@ import structlog
 from .bootstrap import Runtime
 from .gateway.requests import TokenInquiry, TokenRemoval
 from .store import outbox, repo
-from .store.db import write
+from .store.db import read, write
 from .store.records import TokenRecord
 
 log = structlog.get_logger("worker.tokens")
@@ -31,10 +31,7 @@ class TokenRefused(ValueError):
 
 def usable_token(rt: Runtime, user_id: str, token_pk: int) -> TokenRecord:
     """The token if it is Activated and belongs to ``user_id``; otherwise ``TokenRefused``."""
-    with write(rt.engine) as conn:
-        token = repo.get_token(conn, token_pk)
-    if token is None or token.user_id != user_id:
-        raise TokenRefused("token_not_found")
+    token = _owned(rt, user_id, token_pk)
     if token.status != "Activated":
         raise TokenRefused(f"token_{token.status.lower()}")
     return token
@@ -50,7 +47,7 @@ def list_tokens(rt: Runtime, user_id: str, *, sync: bool = True) -> list[TokenRe
                 local = repo.find_token(conn, item.payment_token_id)
                 if local is not None and local.user_id == user_id and local.status != item.status.value:
                     repo.set_token_status(conn, local.id, item.status.value, now, expiry=item.expiry)
-    with write(rt.engine) as conn:
+    with read(rt.engine) as conn:
         return repo.tokens_of(conn, user_id)
 
 
@@ -74,7 +71,7 @@ def remove_token(rt: Runtime, user_id: str, token_pk: int, *, reason: str | None
 
 
 def _owned(rt: Runtime, user_id: str, token_pk: int) -> TokenRecord:
-    with write(rt.engine) as conn:
+    with read(rt.engine) as conn:
         token = repo.get_token(conn, token_pk)
     if token is None or token.user_id != user_id:
         raise TokenRefused("token_not_found")

@@ -37,7 +37,7 @@ from .bootstrap import Runtime
 from .crashpoints import crash_point
 from .store import repo
 from .store.apply import Stale, Target, apply
-from .store.db import write
+from .store.db import read, write
 from .store.records import OrderRecord, RefundRecord
 from .store.schema import orders, refunds
 
@@ -183,7 +183,7 @@ def start_next_refund(rt: Runtime, order_id: int) -> None:
     """Submit the oldest waiting refund of the order, if none is in progress."""
     from statemachine import may_submit
 
-    with write(rt.engine) as conn:
+    with read(rt.engine) as conn:
         waiting = repo.refunds_of(conn, order_id)
     if not may_submit(repo.refund_pairs(waiting)):
         return

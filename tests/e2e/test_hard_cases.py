@@ -113,3 +113,43 @@ def test_notification_before_the_order_is_known_is_kept(stack: EmbeddedStack) ->
     with read(stack.rt.engine) as conn:
         row = conn.execute(sa.select(inbox.c.processed_at, inbox.c.outcome)).one()
     assert row.processed_at is None and row.outcome == "unknown_refund"
+
+
+def test_refund_made_elsewhere_is_adopted_when_it_fits(stack: EmbeddedStack, events: Events) -> None:
+    """A refund notification for an outRefundNo we never sent (a portal refund) is recorded if it fits."""
+    first_payment(stack, "E2E_PORTAL")
+    body, sign = signed_notification(stack, {"outRefundNo": "PORTAL_R1", "outTradeNo": "E2E_PORTAL",
+                                             "refundAmount": 40, "refundCurrency": "USD",
+                                             "status": "REFUND_SUCCESS"}, kind="REFUND")
+    assert post(stack, "/checus/notify/refund", body, sign) == 200
+    assert stack.settle(lambda: (v := stack.service.get_refund("PORTAL_R1")) is not None
+                        and v.refund.state == "REFUND_SUCCESS")
+    view = stack.service.get_order("E2E_PORTAL")
+    assert view is not None and view.refunded == Decimal("40.00")
+    assert stack.settle(lambda: len(events.of_type("refund.succeeded")) == 1)
+    over, over_sign = signed_notification(stack, {"outRefundNo": "PORTAL_R2", "outTradeNo": "E2E_PORTAL",
+                                                  "refundAmount": 61, "refundCurrency": "USD",
+                                                  "status": "REFUND_SUCCESS"}, kind="REFUND")
+    assert post(stack, "/checus/notify/refund", over, over_sign) == 200
+    assert stack.settle(lambda: _anomaly_kinds(stack) == ["unknown_refund"])
+    assert stack.service.get_refund("PORTAL_R2") is None
+
+
+def test_a_stale_notification_is_refused_but_prompts_a_poll(stack: EmbeddedStack) -> None:
+    """A signed notification older than the freshness window is 400, and the order is polled instead."""
+    from datetime import timedelta
+
+    sim_control(stack, "PUT", "/faults", json={"notifications": {"drop_rate": 1}})
+    result = stack.service.create_card_payment(out_trade_no="E2E_STALE", amount=Decimal("2.00"), currency="USD",
+                                               user_id="u9", subject="s", front_callback_url="https://s.test/r")
+    assert result.redirect_url and cashier(result.redirect_url, "success") == 200
+    old = stack.rt.clock() - timedelta(hours=49)
+    body = dumps({"code": "APPLY_SUCCESS", "msg": "", "keyVersion": "1", "appId": APP_ID, "merchantNo": MERCHANT_NO,
+                  "notifyTime": format_time(old), "notifyType": "PAYMENT",
+                  "data": {"outTradeNo": "E2E_STALE", "tradeToken": "T1", "totalAmount": 2, "currency": "USD",
+                           "status": "SUCCESS", "paymentDetails": []}})
+    sign = Signer.from_value(stack.platform.private_key, setting="platform").sign(body)
+    assert post(stack, "/checus/notify/payment", body, sign) == 400
+    stack.drain()
+    view = stack.service.get_order("E2E_STALE")
+    assert view is not None and view.order.state == "SUCCESS" and view.history[-1].source == "poll"

@@ -77,6 +77,13 @@ def insert_refund(conn: Connection, order: OrderRecord, *, out_refund_no: str, a
                                  refunds=refund_pairs(existing), amount=amount, refund_currency=currency)
     if not check.ok:
         raise RefundRefused(check.reason or "refused", check.refundable)
+    return insert_refund_row(conn, order, out_refund_no=out_refund_no, amount=amount, currency=currency,
+                             comments=comments, now=now, next_poll_at=now)
+
+
+def insert_refund_row(conn: Connection, order: OrderRecord, *, out_refund_no: str, amount: Decimal, currency: str,
+                      comments: str | None, now: datetime, next_poll_at: datetime | None) -> int:
+    """Insert a CREATED refund after compare-and-setting the order's ``refund_seq`` (``Stale`` if it moved)."""
     bumped = conn.execute(orders.update().where(orders.c.id == order.id, orders.c.refund_seq == order.refund_seq)
                           .values(refund_seq=orders.c.refund_seq + 1)).rowcount
     if bumped != 1:
@@ -84,7 +91,7 @@ def insert_refund(conn: Connection, order: OrderRecord, *, out_refund_no: str, a
     return int(conn.execute(refunds.insert().values(
         out_refund_no=out_refund_no, order_id=order.id, state="CREATED", version=1,
         amount_minor=to_minor(amount, currency), currency=currency, comments=comments, created_at=now,
-        updated_at=now, next_poll_at=now, poll_count=0,
+        updated_at=now, next_poll_at=next_poll_at, poll_count=0,
     )).inserted_primary_key[0])  # type: ignore[index]
 
 
