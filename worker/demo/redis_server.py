@@ -55,6 +55,12 @@ class RedisServer:
             self.process.wait()
             self.process = None
 
+    def restart(self) -> RedisServer:
+        """Start again on the same port and data dir after ``kill9()`` or ``stop()``: the AOF is replayed."""
+        if self.process is not None:
+            raise RuntimeError(f"redis-server on port {self.port} is still running")
+        return self.start()
+
     def stop(self) -> None:
         if self.process is not None:
             self.process.terminate()
