@@ -22,6 +22,13 @@ from .queueing import Enqueuer, make_queue
 from .store.db import create_engine
 
 
+def observe_gateway_call(endpoint: str, code: str, seconds: float) -> None:
+    from .metrics import GATEWAY_CALLS, GATEWAY_LATENCY
+
+    GATEWAY_CALLS.labels(endpoint, code).inc()
+    GATEWAY_LATENCY.labels(endpoint).observe(seconds)
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -98,7 +105,7 @@ class Runtime:
         return ChecusClient(
             http=build_http_client(connect_timeout=s.http_connect_timeout, read_timeout=s.http_read_timeout),
             base_url=s.gateway_url, app_id=s.app_id, merchant_no=s.merchant_no, signer=s.signer(),
-            verifier=self.verifier,
+            verifier=self.verifier, observe=observe_gateway_call,
         )
 
     def notify_url(self, kind: str) -> str | None:

@@ -13,6 +13,7 @@ import click
 from .commands.demo import demo
 from .commands.keys import keys
 from .commands.merchant import order, pay, refund, tokens
+from .commands.ops import anomalies, reconcile, replay
 from .commands.roles import db, scheduler, web, work
 from .commands.sim import sim
 from .commands.status import status
@@ -23,7 +24,8 @@ def cli() -> None:
     """Checus payment worker: gateway client, simulator, receiver, workers and tools."""
 
 
-for command in (web, work, scheduler, sim, demo, pay, order, refund, tokens, status, keys, db):
+for command in (web, work, scheduler, sim, demo, pay, order, refund, tokens, status, anomalies, replay, reconcile,
+                keys, db):
     cli.add_command(command)
 
 

@@ -63,6 +63,13 @@ def _ladder(env: Mapping[str, str], name: str) -> tuple[float, ...] | None:
     return steps
 
 
+def _ops_token(env: Mapping[str, str]) -> str | None:
+    token = env.get("CHECUS_OPS_TOKEN") or None
+    if token is not None and len(token) < 24:
+        raise SettingsError("CHECUS_OPS_TOKEN", "must be at least 24 characters (e.g. `openssl rand -hex 16`)")
+    return token
+
+
 def _webhook_secret(env: Mapping[str, str]) -> str | None:
     url, secret = env.get("CHECUS_EVENT_WEBHOOK_URL"), env.get("CHECUS_EVENT_WEBHOOK_SECRET")
     if url and not secret:
@@ -100,6 +107,8 @@ class Settings:
     event_webhook_url: str | None = None
     event_webhook_secret: str | None = field(default=None, repr=False)
     poll_ladder: tuple[float, ...] | None = None
+    ops_token: str | None = field(default=None, repr=False)
+    metrics_port: int | None = None
     receiver_host: str = "127.0.0.1"
     receiver_port: int = 8080
 
@@ -122,6 +131,8 @@ class Settings:
             event_handler=env.get("CHECUS_EVENT_HANDLER") or None,
             event_webhook_url=env.get("CHECUS_EVENT_WEBHOOK_URL") or None,
             event_webhook_secret=_webhook_secret(env),
+            ops_token=_ops_token(env),
+            metrics_port=int(_float(env, "CHECUS_METRICS_PORT", 0)) or None,
             receiver_host=env.get("CHECUS_RECEIVER_HOST", "127.0.0.1"),
             receiver_port=int(_float(env, "CHECUS_RECEIVER_PORT", 8080)),
         )

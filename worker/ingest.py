@@ -34,6 +34,7 @@ from .crashpoints import crash_point
 from .gateway.replies import PaymentNotification, RefundNotification, ReplyInvalid
 from .gateway.signing import Verifier
 from .gateway.wire import ACK_BODY, WireFormatError, loads_object
+from .metrics import NOTIFICATIONS_RECEIVED, NOTIFICATIONS_REJECTED
 from .queueing import Enqueuer
 from .store import inbox, repo
 from .store.db import read, write
@@ -116,6 +117,7 @@ class Ingestor:
                                                          now=self.clock())
         except SQLAlchemyError as exc:
             log.error("notification.persist_failed", kind=kind, ref=ref, error=type(exc).__name__)
+            NOTIFICATIONS_REJECTED.labels(kind, "store_unavailable").inc()
             return Verdict(503, "store_unavailable")
         if not processed:
             try:
@@ -123,6 +125,7 @@ class Ingestor:
             except RedisError as exc:
                 log.error("notification.enqueue_failed", kind=kind, ref=ref, inbox_id=entry_id,
                           error=type(exc).__name__)
+                NOTIFICATIONS_REJECTED.labels(kind, "queue_unavailable").inc()
                 return Verdict(503, "queue_unavailable", entry_id)
         self._remember(key)
         crash_point("before_ack")
@@ -133,6 +136,7 @@ class Ingestor:
             self.redis.set(seen_key(key), 1, ex=SEEN_TTL_SECONDS)
 
     def _ack(self, kind: Kind, ref: str, reason: str, entry_id: int | None) -> Verdict:
+        NOTIFICATIONS_RECEIVED.labels(kind, reason).inc()
         log.info("notification.acked", kind=kind, ref=ref, outcome=reason, inbox_id=entry_id)
         return Verdict(200, reason, entry_id)
 
@@ -152,5 +156,6 @@ class Ingestor:
             log.warning("notification.hint_poll_failed", kind=kind, ref=ref, error=type(exc).__name__)
 
     def _refuse(self, kind: Kind, status: int, reason: str) -> Verdict:
+        NOTIFICATIONS_REJECTED.labels(kind, reason).inc()
         log.warning("notification.rejected", kind=kind, status=status, reason=reason)
         return Verdict(status, reason)

@@ -7,6 +7,7 @@ job twice, even concurrently, and the store's compare-and-set keeps that harmles
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -15,17 +16,32 @@ from rq import get_current_job
 
 from . import events, notifications, payments, polls, refunding
 from .bootstrap import process_runtime
+from .metrics import JOB_SECONDS, JOBS
 
 log = structlog.get_logger("worker.jobs")
 T = TypeVar("T")
 
 
 def _run(name: str, handler: Callable[[], T], **context: object) -> T:
+    """Run a handler with bound log context; one canonical ``job.done`` / ``job.failed`` line each."""
     job = get_current_job()
+    started = time.perf_counter()
     with structlog.contextvars.bound_contextvars(job=name, job_id=job.id if job else None, **context):
-        result = handler()
-        log.info("job.done", result=result)
+        try:
+            result = handler()
+        except Exception as exc:
+            JOBS.labels(name, "failed").inc()
+            log.warning("job.failed", error=type(exc).__name__, duration_ms=_ms(started))
+            raise
+        finally:
+            JOB_SECONDS.labels(name).observe(time.perf_counter() - started)
+        JOBS.labels(name, "done").inc()
+        log.info("job.done", result=result, duration_ms=_ms(started))
         return result
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 2)
 
 
 def apply_notification(inbox_id: int) -> str:

@@ -16,6 +16,8 @@ import structlog
 from redis import Redis
 from redis.exceptions import LockError
 
+from .metrics import LOCKS_LOST
+
 log = structlog.get_logger("worker.locks")
 
 
@@ -40,3 +42,4 @@ class OrderLocks:
                 lock.release()
             except LockError:
                 log.warning("lock.lost", order_id=order_id, ttl=self.ttl)
+                LOCKS_LOST.inc()

@@ -31,6 +31,7 @@ from .crashpoints import crash_point
 from .gateway import OutcomeUnknown, RecordNotFound
 from .gateway.errors import GatewayRejected
 from .gateway.replies import OrderState, RefundState
+from .metrics import POLLS
 from .notifications import save_token_from
 from .store import repo
 from .store.db import read, write
@@ -64,6 +65,7 @@ def poll_order(rt: Runtime, order_id: int) -> str:
     except (OutcomeUnknown, GatewayRejected) as exc:
         log.warning("poll.unanswered", out_trade_no=order.out_trade_no, reason=exc.reason)
         _backoff(rt, orders, order.id, order.poll_count)
+        POLLS.labels("order", exc.reason).inc()
         return "unanswered"
     event: OrderEvent
     if answer is None:
@@ -82,6 +84,7 @@ def poll_order(rt: Runtime, order_id: int) -> str:
             repo.schedule_poll(conn, orders, record.id, rt.clock() + rt.timers.ladder(step), count_poll=True)
 
     updates = {"trade_token": answer.trade_token} if answer and answer.trade_token and not order.trade_token else None
+    POLLS.labels("order", "answered" if answer else "not_found").inc()
     applied = change_order(rt, order.id, lambda _o: event, source="poll", evidence=evidence, updates=updates,
                            also=also)
     return str(applied.decision.outcome) if applied else "missing"
@@ -103,6 +106,7 @@ def poll_refund(rt: Runtime, refund_id: int) -> str:
     except (OutcomeUnknown, GatewayRejected) as exc:
         log.warning("poll.unanswered", out_refund_no=refund.out_refund_no, reason=exc.reason)
         _backoff(rt, refunds, refund.id, refund.poll_count)
+        POLLS.labels("refund", exc.reason).inc()
         return "unanswered"
     event: RefundEvent
     if answer is None:
@@ -117,6 +121,7 @@ def poll_refund(rt: Runtime, refund_id: int) -> str:
             step = record.poll_count + 1
             repo.schedule_poll(conn, refunds, record.id, rt.clock() + rt.timers.ladder(step), count_poll=True)
 
+    POLLS.labels("refund", "answered" if answer else "not_found").inc()
     applied = change_refund(rt, refund.id, refund.order_id, lambda _r: event, source="poll", evidence=evidence,
                             also=also)
     return str(applied.decision.outcome) if applied else "missing"

@@ -7,7 +7,7 @@ thread, and answers with its verdict. ``/healthz`` reports whether the store and
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import sqlalchemy as sa
 from redis import Redis
@@ -18,7 +18,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from .ingest import Ingestor, Kind
 from .store.db import read
@@ -93,9 +93,11 @@ def health_endpoint(engine: Engine, redis: Redis) -> Callable[[Request], object]
     return endpoint
 
 
-def create_receiver(ingestor: Ingestor, *, engine: Engine, redis: Redis) -> Starlette:
+def create_receiver(ingestor: Ingestor, *, engine: Engine, redis: Redis,
+                    extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
     return Starlette(routes=[
         Route(PAYMENT_PATH, notification_endpoint(ingestor, "payment"), methods=["POST"]),
         Route(REFUND_PATH, notification_endpoint(ingestor, "refund"), methods=["POST"]),
         Route("/healthz", health_endpoint(engine, redis), methods=["GET"]),
+        *extra_routes,
     ])

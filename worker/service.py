@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from .bootstrap import Runtime
+from .gateway.money import from_minor
 from .gateway.requests import HostedCardPayment, TokenPayment
 from .payments import store_order, submit
 from .refunding import create_refund
@@ -62,7 +63,8 @@ class OrderView:
 
     @property
     def refunded(self) -> Decimal:
-        return sum((r.refund.amount for r in self.refunds if r.refund.state == "REFUND_SUCCESS"), Decimal(0))
+        zero = from_minor(0, self.order.currency)  # keeps the currency's exponent: 0.00 USD, 0 IDR
+        return sum((r.refund.amount for r in self.refunds if r.refund.state == "REFUND_SUCCESS"), zero)
 
     def to_dict(self) -> dict[str, Any]:
         order = asdict(self.order)

@@ -23,6 +23,7 @@ from statemachine import (
     OrderEvent,
     OrderFacts,
     OrderState,
+    RecordAnomaly,
     RefundEvent,
     RefundFacts,
     RefundState,
@@ -35,6 +36,7 @@ from statemachine import (
 
 from .bootstrap import Runtime
 from .crashpoints import crash_point
+from .metrics import ANOMALIES, DECISIONS, TRANSITIONS
 from .store import repo
 from .store.apply import Stale, Target, apply
 from .store.db import read, write
@@ -151,6 +153,12 @@ def _refund_event_fields(refund: RefundRecord, order: OrderRecord) -> dict[str, 
 
 
 def _log(decision: Decision[Any], entity: str, ref: str, source: str) -> None:
+    DECISIONS.labels(entity, str(decision.outcome)).inc()
+    if decision.to_state is not None:
+        TRANSITIONS.labels(entity, str(decision.from_state), str(decision.to_state), source).inc()
+    for effect in decision.effects:
+        if isinstance(effect, RecordAnomaly):
+            ANOMALIES.labels(str(effect.kind)).inc()
     log.info(f"{entity}.decided", ref=ref, outcome=str(decision.outcome), trigger=decision.trigger,
              from_state=str(decision.from_state), to_state=str(decision.to_state) if decision.to_state else None,
              source=source)

@@ -14,7 +14,12 @@ def receiver_app(rt: Runtime) -> Starlette:
         verifier=rt.verifier, engine=rt.engine, redis=rt.redis, enqueuer=rt.enqueuer,
         app_ids=frozenset({rt.settings.app_id}), merchant_nos=frozenset({rt.settings.merchant_no}), clock=rt.clock,
     )
-    return create_receiver(ingestor, engine=rt.engine, redis=rt.redis)
+    routes = []
+    if rt.settings.ops_token:
+        from .ops.page import ops_routes
+
+        routes = ops_routes(rt, rt.settings.ops_token)
+    return create_receiver(ingestor, engine=rt.engine, redis=rt.redis, extra_routes=routes)
 
 
 def app_factory() -> Starlette:

@@ -11,9 +11,16 @@ from ..bootstrap import process_runtime
 from ..logs import configure_logging
 
 
-def _setup() -> None:
+def _setup(*, store_metrics: bool = False) -> None:
     rt = process_runtime()
     configure_logging(level=rt.settings.log_level)
+    if rt.settings.metrics_port:
+        from ..metrics import StoreCollector, serve_metrics
+        from ..queueing import make_queue
+
+        collector = StoreCollector(rt.engine, rt.redis, queue_key=make_queue(rt.redis).key, clock=rt.clock) \
+            if store_metrics else None
+        serve_metrics(rt.settings.metrics_port, store=collector)
 
 
 @click.command()
@@ -25,7 +32,7 @@ def web(host: str | None, port: int | None) -> None:
 
     from ..web import receiver_app
 
-    _setup()
+    _setup(store_metrics=True)
     rt = process_runtime()
     rt.verifier  # noqa: B018 - load the platform keys now: a bad key fails at start, not on the first request
     uvicorn.run(receiver_app(rt), host=host or rt.settings.receiver_host, port=port or rt.settings.receiver_port,

@@ -96,6 +96,7 @@ class ChecusClient:
         verifier: Verifier,
         key_version: str = "1",
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        observe: Callable[[str, str, float], None] | None = None,
     ) -> None:
         self._http = http
         self._root = base_url.rstrip("/") + GATEWAY_PATH
@@ -105,6 +106,7 @@ class ChecusClient:
         self._verifier = verifier
         self._key_version = key_version
         self._clock = clock
+        self._observe = observe  # (endpoint, code or reason, seconds): metrics hook, set by the composition root
 
     def __repr__(self) -> str:
         return f"ChecusClient(root={self._root!r}, app_id={self._app_id!r})"
@@ -194,5 +196,7 @@ class ChecusClient:
                                  endpoint=endpoint) from None
 
     def _log(self, endpoint: Endpoint, started: float, **fields: Any) -> None:
-        log.info("gateway.call", endpoint=endpoint.value,
-                 latency_ms=round((time.perf_counter() - started) * 1000, 2), **fields)
+        elapsed = time.perf_counter() - started
+        log.info("gateway.call", endpoint=endpoint.value, latency_ms=round(elapsed * 1000, 2), **fields)
+        if self._observe is not None:
+            self._observe(endpoint.value, str(fields.get("code") or fields.get("reason") or "unknown"), elapsed)
