@@ -62,6 +62,7 @@ def load_callable(path: str) -> Sink:
 
 def deliver_events(rt: Runtime) -> int:
     """Deliver every due event to every sink; returns how many were delivered."""
+    rt.enqueuer.woken("deliver-events")
     if not rt.event_sinks:
         return 0
     delivered = 0

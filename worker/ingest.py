@@ -115,13 +115,14 @@ class Ingestor:
             with write(self.engine) as conn:
                 entry_id, _new, processed = inbox.record(conn, kind=kind, ref=ref, key=key, body=body, sign=sign,
                                                          now=self.clock())
+            shard = inbox.shard_of(ref)
         except SQLAlchemyError as exc:
             log.error("notification.persist_failed", kind=kind, ref=ref, error=type(exc).__name__)
             NOTIFICATIONS_REJECTED.labels(kind, "store_unavailable").inc()
             return Verdict(503, "store_unavailable")
         if not processed:
             try:
-                self.enqueuer.apply_notification(entry_id)
+                self.enqueuer.apply_pending(shard)
             except RedisError as exc:
                 log.error("notification.enqueue_failed", kind=kind, ref=ref, inbox_id=entry_id,
                           error=type(exc).__name__)

@@ -14,7 +14,7 @@ from typing import TypeVar
 import structlog
 from rq import get_current_job
 
-from . import events, notifications, payments, polls, refunding
+from . import applier, events, notifications, payments, polls, refunding
 from .bootstrap import process_runtime
 from .metrics import JOB_SECONDS, JOBS
 
@@ -47,6 +47,10 @@ def _ms(started: float) -> float:
 def apply_notification(inbox_id: int) -> str:
     return _run("apply_notification", lambda: notifications.apply_notification(process_runtime(), inbox_id),
                 inbox_id=inbox_id)
+
+
+def apply_pending(shard: int) -> int:
+    return _run("apply_pending", lambda: applier.apply_pending(process_runtime(), shard), shard=shard)
 
 
 def poll_order(order_id: int) -> str:

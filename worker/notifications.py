@@ -62,7 +62,7 @@ def _mark(entry: InboxEntry, rt: Runtime) -> Any:
     return also
 
 
-def _evidence(entry: InboxEntry, note: Any) -> dict[str, Any]:
+def evidence_of(entry: InboxEntry, note: Any) -> dict[str, Any]:
     return {"inbox_id": entry.id, "code": note.header.code, "notify_time": str(note.header.notify_time)}
 
 
@@ -83,7 +83,7 @@ def _apply_payment(rt: Runtime, entry: InboxEntry, note: PaymentNotification) ->
         mark(conn, record, decision)
 
     applied = change_order(rt, order.id, lambda _o: report, source="notification",
-                           evidence=_evidence(entry, note), also=also)
+                           evidence=evidence_of(entry, note), also=also)
     return str(applied.decision.outcome) if applied else "missing"
 
 
@@ -110,7 +110,7 @@ def _apply_refund(rt: Runtime, entry: InboxEntry, note: RefundNotification) -> s
     report = RefundReport(status=note.refund.status.value, amount=note.refund.amount,
                           currency=note.refund.currency, source=Source.NOTIFICATION)
     applied = change_refund(rt, refund.id, refund.order_id, lambda _r: report, source="notification",
-                            evidence=_evidence(entry, note), also=_mark(entry, rt))
+                            evidence=evidence_of(entry, note), also=_mark(entry, rt))
     return str(applied.decision.outcome) if applied else "missing"
 
 
@@ -149,7 +149,7 @@ def adopt_unknown_refund(rt: Runtime, entry: InboxEntry, note: RefundNotificatio
         return None
     report = RefundReport(status=note.refund.status.value, amount=note.refund.amount,
                           currency=note.refund.currency, source=Source.NOTIFICATION)
-    evidence = {**_evidence(entry, note), "adopted": True}
+    evidence = {**evidence_of(entry, note), "adopted": True}
     with rt.locks.hold(order.id), write(rt.engine) as conn:
         current = repo.get_order(conn, order.id)
         assert current is not None

@@ -8,6 +8,7 @@ lost work back. Arguments are ids only; the job loads everything else from the s
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -22,6 +23,11 @@ JOB_TIMEOUT = 60
 RESULT_TTL = 0  # a finished job is deleted at once, so its id can be used again
 FAILURE_TTL = 7 * 24 * 3600  # keep failures for a week, not rq's default year
 RETRY = Retry(max=5, interval=[1, 5, 30, 120, 600])
+WAKE_TTL_SECONDS = 60  # a wake-up whose enqueue was lost (Redis died mid-way) blocks the next one this long
+
+
+def wake_key(name: str) -> str:
+    return f"checus:wake:{name}"
 _PENDING = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
 
 
@@ -83,5 +89,25 @@ class Enqueuer:
     def resubmit_order(self, order_id: int) -> str:
         return self.submit("worker.jobs.resubmit_order", order_id, job_id=f"resubmit-order-{order_id}")
 
-    def deliver_events(self) -> str:
-        return self.submit("worker.jobs.deliver_events", job_id="deliver-events")
+    # -- wake-ups: one pending job per piece of work, however many times it is asked for ------
+
+    def wake(self, name: str, func: str, *args: int | str) -> str | None:
+        """Make sure a job running ``func`` starts after now, enqueueing one only if none is pending.
+
+        Under load this costs one Redis round trip (a ``SET NX`` that finds the flag set) instead of
+        an rq enqueue (~20 round trips) per request. The job clears the flag when it *starts*
+        (``woken``), before it looks for work: anything recorded after that sets the flag again and
+        gets a job of its own, so nothing recorded is left without a job that will see it.
+        """
+        if not self.queue.connection.set(wake_key(name), 1, nx=True, ex=WAKE_TTL_SECONDS):
+            return None
+        return self.submit(func, *args, job_id=f"{name}-{uuid.uuid4().hex[:16]}")
+
+    def woken(self, name: str) -> None:
+        self.queue.connection.delete(wake_key(name))
+
+    def apply_pending(self, shard: int) -> str | None:
+        return self.wake(f"apply-shard-{shard}", "worker.jobs.apply_pending", shard)
+
+    def deliver_events(self) -> str | None:
+        return self.wake("deliver-events", "worker.jobs.deliver_events")

@@ -88,7 +88,7 @@ class Scheduler:
                              limit=self.batch)
             undelivered = len(outbox.due(conn, now=now, limit=1)) if self.rt.event_sinks else 0
         for entry_id in lost:
-            self.rt.enqueuer.apply_notification(entry_id)
+            self.rt.enqueuer.apply_notification(entry_id)  # one job per row: a poison row cannot block a shard
         if undelivered:
             self.rt.enqueuer.deliver_events()
         StartedJobRegistry(queue=self.rt.enqueuer.queue).cleanup()

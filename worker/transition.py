@@ -69,7 +69,7 @@ def refund_facts(refund: RefundRecord, out_trade_no: str) -> RefundFacts:
                        last_submit_at=refund.last_submit_at)
 
 
-def _poll_updates(rt: Runtime, decision: Decision[Any], terminal: frozenset[str]) -> dict[str, Any]:
+def poll_updates(rt: Runtime, decision: Decision[Any], terminal: frozenset[str]) -> dict[str, Any]:
     if decision.to_state is None:
         return {}
     if str(decision.to_state) in terminal:
@@ -91,8 +91,8 @@ def change_order(rt: Runtime, order_id: int, event: Callable[[OrderRecord], Orde
                         return None
                     decision = decide(order_facts(order), event(order), now=rt.clock(), **rt.timers.not_found)
                     target = Target(entity="order", id=order.id, ref=order.out_trade_no, version=order.version,
-                                    event_fields=_order_event_fields(order))
-                    changes = {**_poll_updates(rt, decision, ORDER_TERMINAL), **(updates or {})}
+                                    event_fields=order_event_fields(order))
+                    changes = {**poll_updates(rt, decision, ORDER_TERMINAL), **(updates or {})}
                     apply(conn, target, decision, source=source, evidence=evidence, now=rt.clock(),
                           updates=changes)
                     if also is not None:
@@ -101,7 +101,7 @@ def change_order(rt: Runtime, order_id: int, event: Callable[[OrderRecord], Orde
             except Stale:
                 continue
             crash_point("after_commit")
-            _log(decision, "order", order.out_trade_no, source)
+            log_decision(decision, "order", order.out_trade_no, source)
             after_commit(rt, "order", order.id, order.id, decision)
             return Applied(decision, order)
     raise Stale(f"order {order_id} kept changing")
@@ -126,8 +126,8 @@ def change_refund(rt: Runtime, refund_id: int, order_id: int, event: Callable[[R
                     decision = decide_refund(refund_facts(refund, order.out_trade_no), event(refund),
                                              now=rt.clock(), refundable_if_applied=after, **rt.timers.not_found)
                     target = Target(entity="refund", id=refund.id, ref=refund.out_refund_no, version=refund.version,
-                                    event_fields=_refund_event_fields(refund, order))
-                    changes = {**_poll_updates(rt, decision, REFUND_TERMINAL), **(updates or {})}
+                                    event_fields=refund_event_fields(refund, order))
+                    changes = {**poll_updates(rt, decision, REFUND_TERMINAL), **(updates or {})}
                     apply(conn, target, decision, source=source, evidence=evidence, now=rt.clock(),
                           updates=changes)
                     if also is not None:
@@ -136,23 +136,23 @@ def change_refund(rt: Runtime, refund_id: int, order_id: int, event: Callable[[R
             except Stale:
                 continue
             crash_point("after_commit")
-            _log(decision, "refund", refund.out_refund_no, source)
+            log_decision(decision, "refund", refund.out_refund_no, source)
             after_commit(rt, "refund", refund.id, order_id, decision)
             return Applied(decision, refund)
     raise Stale(f"refund {refund_id} kept changing")
 
 
-def _order_event_fields(order: OrderRecord) -> dict[str, Any]:
+def order_event_fields(order: OrderRecord) -> dict[str, Any]:
     return {"out_trade_no": order.out_trade_no, "amount": str(order.amount), "currency": order.currency,
             "user_id": order.user_id}
 
 
-def _refund_event_fields(refund: RefundRecord, order: OrderRecord) -> dict[str, Any]:
+def refund_event_fields(refund: RefundRecord, order: OrderRecord) -> dict[str, Any]:
     return {"out_refund_no": refund.out_refund_no, "out_trade_no": order.out_trade_no,
             "amount": str(refund.amount), "currency": refund.currency}
 
 
-def _log(decision: Decision[Any], entity: str, ref: str, source: str) -> None:
+def log_decision(decision: Decision[Any], entity: str, ref: str, source: str) -> None:
     DECISIONS.labels(entity, str(decision.outcome)).inc()
     if decision.to_state is not None:
         TRANSITIONS.labels(entity, str(decision.from_state), str(decision.to_state), source).inc()
@@ -183,7 +183,7 @@ def after_commit(rt: Runtime, entity: str, record_id: int, order_id: int, decisi
                 rt.enqueuer.submit_refund(record_id)
         elif isinstance(effect, StartNextRefund):
             start_next_refund(rt, order_id)
-    if any(isinstance(e, EmitEvent) for e in decision.effects):
+    if rt.event_sinks and any(isinstance(e, EmitEvent) for e in decision.effects):
         rt.enqueuer.deliver_events()
 
 

@@ -9,6 +9,7 @@ same order gets its own row and is judged by the state machine.
 from __future__ import annotations
 
 import hashlib
+import zlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,6 +20,13 @@ from sqlalchemy.engine import Connection
 
 from .schema import inbox
 from .upsert import insert_if_absent
+
+SHARDS = 8  # notifications of one order always share a shard; shards are applied in parallel
+
+
+def shard_of(ref: str) -> int:
+    """Stable across processes and restarts (not Python's salted hash)."""
+    return zlib.crc32(ref.upper().encode()) % SHARDS
 
 
 def dedupe_key(kind: str, ref: str, body: dict[str, Any]) -> str:
@@ -52,7 +60,7 @@ def record(conn: Connection, *, kind: str, ref: str, key: str, body: bytes, sign
     """Store a notification. Returns (id, newly_inserted, already_processed)."""
     inserted = insert_if_absent(conn, inbox, {
         "dedupe_key": key, "kind": kind, "ref": ref, "body": body, "sign": sign,
-        "received_at": now, "attempts": 0,
+        "received_at": now, "attempts": 0, "shard": shard_of(ref),
     }, key="dedupe_key")
     row = conn.execute(sa.select(inbox.c.id, inbox.c.processed_at).where(inbox.c.dedupe_key == key)).one()
     return int(row.id), inserted, row.processed_at is not None
@@ -89,6 +97,15 @@ def due(conn: Connection, *, now: datetime, older_than: timedelta, limit: int) -
         ),
     ).order_by(inbox.c.id).limit(limit))
     return [int(r.id) for r in conn.execute(query)]
+
+
+def pending_in_shard(conn: Connection, shard: int, *, now: datetime, limit: int) -> list[InboxEntry]:
+    """Unprocessed entries of one shard that are due (not deferred into the future), oldest first."""
+    query = (sa.select(inbox).where(
+        inbox.c.shard == shard, inbox.c.processed_at.is_(None),
+        sa.or_(inbox.c.next_attempt_at.is_(None), inbox.c.next_attempt_at <= now),
+    ).order_by(inbox.c.id).limit(limit))
+    return [InboxEntry.from_row(r) for r in conn.execute(query)]
 
 
 def pending_for(conn: Connection, *, kind: str, ref: str) -> list[int]:

@@ -135,6 +135,9 @@ inbox = sa.Table(
     sa.Column("outcome", sa.String(32)),
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
     sa.Column("next_attempt_at", Time),
+    sa.Column("shard", sa.SmallInteger, nullable=False, server_default="0"),  # see store.inbox.shard_of
+    sa.Index("ix_inbox_pending_shard", "shard", "id", postgresql_where=sa.text("processed_at IS NULL"),
+             sqlite_where=sa.text("processed_at IS NULL")),
 )
 
 outbox = sa.Table(

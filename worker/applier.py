@@ -1,0 +1,139 @@
+"""Applying a shard's waiting notifications in batches: rq's per-job cost spread over many.
+
+Theory of operation. The receiver keeps each notification and wakes its shard's applier
+(``Enqueuer.apply_pending``): one rq job per shard however many notifications arrive, and a
+lone notification still starts a job at once. The job clears the wake flag, then repeatedly
+takes the oldest due rows of its shard and applies them:
+
+- payment notifications whose order exists are decided and written together in one SQL
+  transaction (one commit, no per-order Redis lock): each row's transition is still its own
+  compare-and-set on the order's version, so a row whose order moved meanwhile (a poll, a
+  duplicate job) writes nothing and is simply taken again in the next round;
+- everything else (refunds, unknown orders, rows a batch could not apply) goes through the
+  one-at-a-time path of ``notifications.apply_notification``, unchanged.
+
+The rules are the same on both paths: the same verification, the same ``decide``, the same
+``store.apply``. A row that keeps failing is deferred with backoff so it cannot stall its shard.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import structlog
+
+from statemachine import Decision, GatewayReport, Source, decide
+
+from .bootstrap import Runtime
+from .crashpoints import crash_point
+from .gateway.replies import PaymentNotification, ReplyInvalid
+from .gateway.wire import WireFormatError, loads_object
+from .locks import LockBusy
+from .notifications import apply_notification, evidence_of, save_token_from
+from .store import inbox, repo
+from .store.apply import Stale, Target, apply
+from .store.db import read, write
+from .store.inbox import InboxEntry
+from .store.records import OrderRecord
+from .transition import ORDER_TERMINAL, after_commit, log_decision, order_event_fields, order_facts, poll_updates
+
+log = structlog.get_logger("worker.applier")
+BATCH = 100
+MAX_ROWS_PER_JOB = 5000
+ERROR_BACKOFF = timedelta(seconds=30)
+LOCKED_RETRY = timedelta(seconds=1)
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    entry: InboxEntry
+    note: PaymentNotification
+
+
+def apply_pending(rt: Runtime, shard: int) -> int:
+    """Apply the shard's due notifications; returns how many rows were handled."""
+    rt.enqueuer.woken(f"apply-shard-{shard}")
+    handled = 0
+    passed_on: set[int] = set()  # rows handed to a job of their own (their order was locked)
+    while handled < MAX_ROWS_PER_JOB:
+        with read(rt.engine) as conn:
+            entries = [e for e in inbox.pending_in_shard(conn, shard, now=rt.clock(), limit=BATCH + len(passed_on))
+                       if e.id not in passed_on][:BATCH]
+        if not entries:
+            return handled
+        batchable, single = _split(rt, entries)
+        leftovers = _apply_batch(rt, batchable) if batchable else []
+        for entry in single + leftovers:
+            if not _apply_one(rt, entry):
+                passed_on.add(entry.id)
+        handled += len(entries)
+    rt.enqueuer.apply_pending(shard)  # a long backlog: hand over to a fresh job rather than run forever
+    return handled
+
+
+def _split(rt: Runtime, entries: list[InboxEntry]) -> tuple[list[_Row], list[InboxEntry]]:
+    """Verified payment notifications go to the batch; anything else takes the one-at-a-time path."""
+    batchable: list[_Row] = []
+    single: list[InboxEntry] = []
+    for entry in entries:
+        if entry.kind != "payment" or not rt.verifier.verify(entry.body, entry.sign):
+            single.append(entry)
+            continue
+        try:
+            batchable.append(_Row(entry, PaymentNotification.read(loads_object(entry.body))))
+        except (WireFormatError, ReplyInvalid):
+            single.append(entry)
+    return batchable, single
+
+
+def _apply_batch(rt: Runtime, rows: list[_Row]) -> list[InboxEntry]:
+    """One transaction for the rows whose order exists; returns the rows left for the slow path."""
+    leftovers: list[InboxEntry] = []
+    done: list[tuple[OrderRecord, Decision[Any]]] = []
+    now = rt.clock()
+    with write(rt.engine) as conn:
+        for row in rows:
+            order = repo.find_order(conn, row.note.order.out_trade_no)  # fresh: an earlier row may have moved it
+            if order is None:
+                leftovers.append(row.entry)
+                continue
+            decision = decide(order_facts(order), _report(row.note), now=now, **rt.timers.not_found)
+            target = Target(entity="order", id=order.id, ref=order.out_trade_no, version=order.version,
+                            event_fields=order_event_fields(order))
+            try:
+                apply(conn, target, decision, source="notification", evidence=evidence_of(row.entry, row.note),
+                      now=now, updates=poll_updates(rt, decision, ORDER_TERMINAL))
+            except Stale:
+                leftovers.append(row.entry)
+                continue
+            save_token_from(conn, rt, order.id, row.note.order, decision)
+            inbox.mark_processed(conn, row.entry.id, outcome=str(decision.outcome), now=now)
+            done.append((order, decision))
+        crash_point("after_outbox")
+    crash_point("after_commit")
+    for order, decision in done:
+        log_decision(decision, "order", order.out_trade_no, "notification")
+        after_commit(rt, "order", order.id, order.id, decision)
+    return leftovers
+
+
+def _report(note: PaymentNotification) -> GatewayReport:
+    return GatewayReport(status=note.order.status.value, amount=note.order.amount, currency=note.order.currency,
+                         source=Source.NOTIFICATION, app_id=note.header.app_id, merchant_no=note.header.merchant_no,
+                         has_token=note.order.payment_token_id is not None)
+
+
+def _apply_one(rt: Runtime, entry: InboxEntry) -> bool:
+    """Apply one row; False when its order was locked and the row was handed to a job of its own."""
+    try:
+        apply_notification(rt, entry.id)
+    except LockBusy:  # another job works on the order: retry this row shortly, without spinning here
+        rt.enqueuer.apply_notification(entry.id, delay=LOCKED_RETRY)
+        return False
+    except Exception as exc:  # noqa: BLE001 - one bad row must not stall its whole shard
+        log.error("notification.apply_failed", inbox_id=entry.id, error=type(exc).__name__)
+        with write(rt.engine) as conn:
+            inbox.defer(conn, entry.id, outcome="error", retry_at=rt.clock() + ERROR_BACKOFF)
+    return True
