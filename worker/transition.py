@@ -77,69 +77,70 @@ def poll_updates(rt: Runtime, decision: Decision[Any], terminal: frozenset[str])
     return {"next_poll_at": rt.clock() + rt.timers.ladder(0), "poll_count": 0}
 
 
-def change_order(rt: Runtime, order_id: int, event: Callable[[OrderRecord], OrderEvent], *, source: str,
-                 evidence: dict[str, Any], updates: dict[str, Any] | None = None, also: Also | None = None,
-                 ) -> Applied | None:
-    """Decide ``event`` for the order and write it; None when the order does not exist."""
-    with rt.locks.hold(order_id):
+Prepared = tuple[Any, Decision[Any], Target]  # (record as read, decision, where to write it)
+
+
+def _change(rt: Runtime, lock_id: int, entity: str, terminal: frozenset[str],
+            prepare: Callable[[Connection], Prepared | None], *, source: str, evidence: dict[str, Any],
+            updates: dict[str, Any] | None, also: Also | None) -> Applied | None:
+    """Lock, then read–decide–write in one transaction, again from the top if the record moved."""
+    with rt.locks.hold(lock_id):
         crash_point("after_lock")
         for _ in range(MAX_STALE_RETRIES):
             try:
                 with write(rt.engine) as conn:
-                    order = repo.get_order(conn, order_id)
-                    if order is None:
+                    prepared = prepare(conn)
+                    if prepared is None:
                         return None
-                    decision = decide(order_facts(order), event(order), now=rt.clock(), **rt.timers.not_found)
-                    target = Target(entity="order", id=order.id, ref=order.out_trade_no, version=order.version,
-                                    event_fields=order_event_fields(order))
-                    changes = {**poll_updates(rt, decision, ORDER_TERMINAL), **(updates or {})}
+                    record, decision, target = prepared
+                    changes = {**poll_updates(rt, decision, terminal), **(updates or {})}
                     apply(conn, target, decision, source=source, evidence=evidence, now=rt.clock(),
                           updates=changes)
                     if also is not None:
-                        also(conn, order, decision)
+                        also(conn, record, decision)
                     crash_point("after_outbox")
             except Stale:
                 continue
             crash_point("after_commit")
-            log_decision(decision, "order", order.out_trade_no, source)
-            after_commit(rt, "order", order.id, order.id, decision)
-            return Applied(decision, order)
-    raise Stale(f"order {order_id} kept changing")
+            log_decision(decision, entity, target.ref, source)
+            after_commit(rt, entity, target.id, lock_id, decision)
+            return Applied(decision, record)
+    raise Stale(f"{entity} under order {lock_id} kept changing")
+
+
+def change_order(rt: Runtime, order_id: int, event: Callable[[OrderRecord], OrderEvent], *, source: str,
+                 evidence: dict[str, Any], updates: dict[str, Any] | None = None, also: Also | None = None,
+                 ) -> Applied | None:
+    """Decide ``event`` for the order and write it; None when the order does not exist."""
+    def prepare(conn: Connection) -> Prepared | None:
+        order = repo.get_order(conn, order_id)
+        if order is None:
+            return None
+        decision = decide(order_facts(order), event(order), now=rt.clock(), **rt.timers.not_found)
+        return order, decision, Target(entity="order", id=order.id, ref=order.out_trade_no, version=order.version,
+                                       event_fields=order_event_fields(order))
+
+    return _change(rt, order_id, "order", ORDER_TERMINAL, prepare, source=source, evidence=evidence,
+                   updates=updates, also=also)
 
 
 def change_refund(rt: Runtime, refund_id: int, order_id: int, event: Callable[[RefundRecord], RefundEvent], *,
                   source: str, evidence: dict[str, Any], updates: dict[str, Any] | None = None,
                   also: Also | None = None) -> Applied | None:
-    """Decide ``event`` for the refund (under its order's lock) and write it."""
-    with rt.locks.hold(order_id):
-        crash_point("after_lock")
-        for _ in range(MAX_STALE_RETRIES):
-            try:
-                with write(rt.engine) as conn:
-                    refund = repo.get_refund(conn, refund_id)
-                    order = repo.get_order(conn, order_id)
-                    if refund is None or order is None:
-                        return None
-                    others = [r for r in repo.refunds_of(conn, order_id) if r.id != refund.id]
-                    after = refundable(order.amount, [*repo.refund_pairs(others),
-                                                      (RefundState.REFUND_SUCCESS, refund.amount)])
-                    decision = decide_refund(refund_facts(refund, order.out_trade_no), event(refund),
-                                             now=rt.clock(), refundable_if_applied=after, **rt.timers.not_found)
-                    target = Target(entity="refund", id=refund.id, ref=refund.out_refund_no, version=refund.version,
-                                    event_fields=refund_event_fields(refund, order))
-                    changes = {**poll_updates(rt, decision, REFUND_TERMINAL), **(updates or {})}
-                    apply(conn, target, decision, source=source, evidence=evidence, now=rt.clock(),
-                          updates=changes)
-                    if also is not None:
-                        also(conn, refund, decision)
-                    crash_point("after_outbox")
-            except Stale:
-                continue
-            crash_point("after_commit")
-            log_decision(decision, "refund", refund.out_refund_no, source)
-            after_commit(rt, "refund", refund.id, order_id, decision)
-            return Applied(decision, refund)
-    raise Stale(f"refund {refund_id} kept changing")
+    """Decide ``event`` for the refund (under its order's lock: refund sums are per order) and write it."""
+    def prepare(conn: Connection) -> Prepared | None:
+        refund, order = repo.get_refund(conn, refund_id), repo.get_order(conn, order_id)
+        if refund is None or order is None:
+            return None
+        others = [r for r in repo.refunds_of(conn, order_id) if r.id != refund.id]
+        after = refundable(order.amount, [*repo.refund_pairs(others), (RefundState.REFUND_SUCCESS, refund.amount)])
+        decision = decide_refund(refund_facts(refund, order.out_trade_no), event(refund), now=rt.clock(),
+                                 refundable_if_applied=after, **rt.timers.not_found)
+        return refund, decision, Target(entity="refund", id=refund.id, ref=refund.out_refund_no,
+                                        version=refund.version, event_fields=refund_event_fields(refund, order))
+
+    return _change(rt, order_id, "refund", REFUND_TERMINAL, prepare, source=source, evidence=evidence,
+                   updates=updates, also=also)
 
 
 def order_event_fields(order: OrderRecord) -> dict[str, Any]:
