@@ -1,4 +1,4 @@
-"""Values shared by the order and refund machines: sources, effects, anomalies and the Decision.
+"""What the order and refund machines share: sources, effects, anomalies, the Decision, the guards.
 
 Rules for this package (they hold in every module):
 
@@ -13,9 +13,10 @@ Rules for this package (they hold in every module):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
-from typing import Final, Generic, NamedTuple, TypeAlias, TypeVar
+from typing import Final, Generic, NamedTuple, Protocol, TypeAlias, TypeVar
 
 
 class Source(StrEnum):
@@ -150,3 +151,87 @@ def require_decimal(name: str, value: object) -> None:
     """Raise TypeError unless ``value`` is a finite Decimal (floats are never money)."""
     if not isinstance(value, Decimal) or not value.is_finite():
         raise TypeError(f"{name} must be a finite Decimal, got {value!r}")
+
+
+# -- guards both machines apply before their table (each file's rules say where)
+
+
+class Priced(Protocol):
+    """A record or a report that names an amount of money."""
+
+    @property
+    def amount(self) -> Decimal: ...
+
+    @property
+    def currency(self) -> str: ...
+
+
+class Submitted(Protocol):
+    """A record that may have been sent to the gateway."""
+
+    @property
+    def state(self) -> StrEnum: ...
+
+    @property
+    def created_at(self) -> datetime: ...
+
+    @property
+    def last_submit_at(self) -> datetime | None: ...
+
+
+def check_report(
+    amount: object, status: str, source: Source, *, statuses: frozenset[str], status_of: str, called: str
+) -> None:
+    """Raise unless a report has a Decimal amount, one of ``statuses`` and a gateway source.
+
+    The errors name what the status is ``status_of`` and what the report is ``called``.
+    """
+    require_decimal("amount", amount)
+    if status not in statuses:
+        raise ValueError(f"unknown {status_of} status {status!r}")
+    if source not in (Source.NOTIFICATION, Source.POLL):
+        raise ValueError(f"a {called} comes from a notification or a poll, not {source}")
+
+
+def money_mismatch(record: Priced, report: Priced) -> str | None:
+    """The mismatch trigger for a report whose currency, then amount (exactly equal), is not the record's."""
+    if report.currency != record.currency:
+        return "report_currency_mismatch"
+    if report.amount != record.amount:
+        return "report_amount_mismatch"
+    return None
+
+
+def rejection_trigger(code: str, wait_codes: frozenset[str] = frozenset()) -> str:
+    """A refusal is a decline, unless its code says the record may exist after all (or means "not now")."""
+    if code == DUPLICATE_SUBMIT_CODE:
+        return "submit_duplicate"
+    if code in UNCERTAIN_SUBMIT_CODES:
+        return "submit_unknown"
+    return "submit_rejected_wait" if code in wait_codes else "submit_rejected"
+
+
+def not_found_trigger(
+    record: Submitted, unknown: StrEnum, pending: StrEnum, now: datetime, limits: tuple[timedelta, timedelta]
+) -> str:
+    """``not_found_overdue`` once a not-found answer should no longer be waited out, else ``not_found``.
+
+    Overdue: an ``unknown`` record past the grace since its last submit (or its creation), a
+    ``pending`` one past the alarm since its creation; ``limits`` is (grace, alarm).
+    """
+    grace, alarm = limits
+    if record.state is unknown:
+        overdue = now - (record.last_submit_at or record.created_at) >= grace
+    else:
+        overdue = record.state is pending and now - record.created_at >= alarm
+    return "not_found_overdue" if overdue else "not_found"
+
+
+def anomaly_effects(row: Row[S], state: S, source: Source, reason: str | None = None) -> tuple[Effect, ...]:
+    """The effects of a row that records an anomaly (none for any other row); ``reason`` adds why."""
+    if row.anomaly is None:
+        return ()
+    detail = f"{row.trigger} in {state} via {source}"
+    if reason is not None:
+        detail = f"{detail}: {reason}"
+    return (RecordAnomaly(kind=row.anomaly, detail=detail), EmitEvent(type="anomaly.detected"))

@@ -12,17 +12,18 @@ trigger for the current state top to bottom, checks each row's ``via`` condition
 ``run.state`` to the row's ``dest`` and calls the row's ``after`` callback, which only notes
 which row fired. Nothing on the shared machine is mutated per decision, so one machine serves
 every thread. Building a machine costs ~0.5 ms; firing an event on it a few microseconds.
+``Table.decide`` turns the fired row into the ``Decision`` both machines answer with.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Generic
 
 from transitions import Machine
 
-from .common import Row, S, Source
+from .common import Decision, Effect, Row, S, Source
 
 if TYPE_CHECKING:  # the TypedDict exists only in the package's stubs
     from transitions.core import TransitionConfigDict
@@ -94,3 +95,17 @@ class Table(Generic[S]):
         if run.row is None:
             raise LookupError(f"no row of {trigger!r} matches state {state} and source {source}")
         return run.row, run.state
+
+    def decide(
+        self, state: S, trigger: str, source: Source, extra: Callable[[Row[S]], tuple[Effect, ...]]
+    ) -> Decision[S]:
+        """Fire ``trigger``: the row's outcome, the new state (None when unchanged), the row's effects
+        followed by ``extra(row)``, the effects that depend on the input rather than on the row alone."""
+        row, dest = self.fire(state, trigger, source)
+        return Decision(
+            outcome=row.outcome,
+            from_state=state,
+            to_state=dest if row.dest is not None else None,
+            trigger=trigger,
+            effects=row.effects + extra(row),
+        )

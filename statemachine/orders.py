@@ -31,19 +31,21 @@ from enum import StrEnum
 from typing import Final, TypeAlias
 
 from .common import (
-    DUPLICATE_SUBMIT_CODE,
-    UNCERTAIN_SUBMIT_CODES,
     AnomalyKind,
     ConfirmByQuery,
     Decision,
     Effect,
     EmitEvent,
     Outcome,
-    RecordAnomaly,
     Resubmit,
     Row,
     SaveToken,
     Source,
+    anomaly_effects,
+    check_report,
+    money_mismatch,
+    not_found_trigger,
+    rejection_trigger,
     require_decimal,
 )
 from .engine import Table
@@ -193,11 +195,14 @@ class GatewayReport:
     has_token: bool = False
 
     def __post_init__(self) -> None:
-        require_decimal("amount", self.amount)
-        if self.status not in _REPORT_STATUSES:
-            raise ValueError(f"unknown order status {self.status!r}")
-        if self.source not in (Source.NOTIFICATION, Source.POLL):
-            raise ValueError(f"a gateway report comes from a notification or a poll, not {self.source}")
+        check_report(
+            self.amount,
+            self.status,
+            self.source,
+            statuses=_REPORT_STATUSES,
+            status_of="order",
+            called="gateway report",
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -234,18 +239,7 @@ def _mismatch(order: OrderFacts, report: GatewayReport) -> str | None:
         report.merchant_no is not None and report.merchant_no != order.merchant_no
     ):
         return "report_app_mismatch"
-    if report.currency != order.currency:
-        return "report_currency_mismatch"
-    if report.amount != order.amount:
-        return "report_amount_mismatch"
-    return None
-
-
-def _overdue(order: OrderFacts, now: datetime, grace: timedelta, alarm: timedelta) -> bool:
-    """True when a not-found answer should no longer be waited out."""
-    if order.state is UNKNOWN:
-        return now - (order.last_submit_at or order.created_at) >= grace
-    return order.state is PENDING and now - order.created_at >= alarm
+    return money_mismatch(order, report)
 
 
 _FIXED_TRIGGERS: Final[dict[type, str]] = {
@@ -255,21 +249,14 @@ _FIXED_TRIGGERS: Final[dict[type, str]] = {
 }
 
 
-def _rejected_trigger(code: str) -> str:
-    """A refusal is a decline, unless its code says the order may exist after all."""
-    if code == DUPLICATE_SUBMIT_CODE:
-        return "submit_duplicate"
-    return "submit_unknown" if code in UNCERTAIN_SUBMIT_CODES else "submit_rejected"
-
-
 def _trigger(order: OrderFacts, event: OrderEvent, now: datetime, grace: timedelta, alarm: timedelta) -> str:
     """The table trigger for ``event`` given the order (the guards live here)."""
     if isinstance(event, GatewayReport):
         return _mismatch(order, event) or f"report_{event.status.lower()}"
     if isinstance(event, SubmitRejected):
-        return _rejected_trigger(event.code)
+        return rejection_trigger(event.code)
     if isinstance(event, GatewayNotFound):
-        return "not_found_overdue" if _overdue(order, now, grace, alarm) else "not_found"
+        return not_found_trigger(order, UNKNOWN, PENDING, now, (grace, alarm))
     if isinstance(event, OperatorResolve):
         return f"operator_to_{event.to_state.lower()}"
     return _FIXED_TRIGGERS[type(event)]
@@ -285,8 +272,7 @@ def _source(event: OrderEvent) -> Source:
 def _extra(order: OrderFacts, event: OrderEvent, row: Row[OrderState]) -> tuple[Effect, ...]:
     """Effects that depend on the input rather than on the row alone."""
     if row.anomaly is not None:
-        detail = f"{row.trigger} in {order.state} via {_source(event)}"
-        return (RecordAnomaly(kind=row.anomaly, detail=detail), EmitEvent(type="anomaly.detected"))
+        return anomaly_effects(row, order.state, _source(event))
     if row.outcome is not APPLIED:
         return ()
     if isinstance(event, SubmitAccepted) and event.status_hint == "SUCCESS":
@@ -306,11 +292,4 @@ def decide(
 ) -> Decision[OrderState]:
     """Decide what ``event`` does to ``order``: the table's row, the new state and the effects."""
     trigger = _trigger(order, event, now, grace, alarm)
-    row, state = _TABLE.fire(order.state, trigger, _source(event))
-    return Decision(
-        outcome=row.outcome,
-        from_state=order.state,
-        to_state=state if row.dest is not None else None,
-        trigger=trigger,
-        effects=row.effects + _extra(order, event, row),
-    )
+    return _TABLE.decide(order.state, trigger, _source(event), lambda row: _extra(order, event, row))

@@ -31,19 +31,20 @@ from enum import StrEnum
 from typing import Final, TypeAlias
 
 from .common import (
-    DUPLICATE_SUBMIT_CODE,
-    UNCERTAIN_SUBMIT_CODES,
     AnomalyKind,
     ConfirmByQuery,
     Decision,
-    Effect,
     EmitEvent,
     Outcome,
-    RecordAnomaly,
     Resubmit,
     Row,
     Source,
     StartNextRefund,
+    anomaly_effects,
+    check_report,
+    money_mismatch,
+    not_found_trigger,
+    rejection_trigger,
     require_decimal,
 )
 from .engine import Table
@@ -184,11 +185,14 @@ class RefundReport:
     source: Source
 
     def __post_init__(self) -> None:
-        require_decimal("amount", self.amount)
-        if self.status not in _REPORT_STATUSES:
-            raise ValueError(f"unknown refund status {self.status!r}")
-        if self.source not in (Source.NOTIFICATION, Source.POLL):
-            raise ValueError(f"a refund report comes from a notification or a poll, not {self.source}")
+        check_report(
+            self.amount,
+            self.status,
+            self.source,
+            statuses=_REPORT_STATUSES,
+            status_of="refund",
+            called="refund report",
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -217,10 +221,8 @@ RefundEvent: TypeAlias = (
 
 def _report_trigger(refund: RefundFacts, report: RefundReport, refundable_if_applied: Decimal | None) -> str:
     """The trigger for a report: mismatches first, then the over-paid guard, then the status."""
-    if report.currency != refund.currency:
-        return "report_currency_mismatch"
-    if report.amount != refund.amount:
-        return "report_amount_mismatch"
+    if mismatch := money_mismatch(refund, report):
+        return mismatch
     if (
         report.status == "REFUND_SUCCESS"
         and refundable_if_applied is not None
@@ -231,22 +233,11 @@ def _report_trigger(refund: RefundFacts, report: RefundReport, refundable_if_app
     return f"report_{report.status.removeprefix('REFUND_').lower()}"
 
 
-def _overdue(refund: RefundFacts, now: datetime, grace: timedelta, alarm: timedelta) -> bool:
-    """True when a not-found answer should no longer be waited out."""
-    if refund.state is UNKNOWN:
-        return now - (refund.last_submit_at or refund.created_at) >= grace
-    return refund.state is PENDING and now - refund.created_at >= alarm
-
-
 def _submit_trigger(event: RefundSubmitAccepted | RefundSubmitRejected) -> str:
     """The trigger for a synchronous /refund answer."""
     if isinstance(event, RefundSubmitAccepted):
         return f"submit_{event.status.removeprefix('REFUND_').lower()}"
-    if event.code == DUPLICATE_SUBMIT_CODE:
-        return "submit_duplicate"
-    if event.code in UNCERTAIN_SUBMIT_CODES:
-        return "submit_unknown"
-    return "submit_rejected_wait" if event.code in RETRY_LATER_CODES else "submit_rejected"
+    return rejection_trigger(event.code, RETRY_LATER_CODES)
 
 
 _FIXED_TRIGGERS: Final[dict[type, str]] = {
@@ -269,7 +260,7 @@ def _trigger(
     if isinstance(event, RefundSubmitAccepted | RefundSubmitRejected):
         return _submit_trigger(event)
     if isinstance(event, RefundNotFound):
-        return "not_found_overdue" if _overdue(refund, now, *limits) else "not_found"
+        return not_found_trigger(refund, UNKNOWN, PENDING, now, limits)
     return _FIXED_TRIGGERS[type(event)]
 
 
@@ -278,16 +269,6 @@ def _source(event: RefundEvent) -> Source:
     if isinstance(event, UnfitRefundReport):
         return event.report.source
     return event.source if isinstance(event, RefundReport) else Source.API
-
-
-def _anomaly(refund: RefundFacts, event: RefundEvent, row: Row[RefundState]) -> tuple[Effect, ...]:
-    """The anomaly effects of a row that records one, else nothing."""
-    if row.anomaly is None:
-        return ()
-    detail = f"{row.trigger} in {refund.state} via {_source(event)}"
-    if isinstance(event, UnfitRefundReport):
-        detail = f"{detail}: {event.reason}"
-    return (RecordAnomaly(kind=row.anomaly, detail=detail), EmitEvent(type="anomaly.detected"))
 
 
 def decide_refund(
@@ -301,11 +282,6 @@ def decide_refund(
 ) -> Decision[RefundState]:
     """Decide what ``event`` does to ``refund``; a success must come with the balance it would leave."""
     trigger = _trigger(refund, event, now, refundable_if_applied, (grace, alarm))
-    row, state = _TABLE.fire(refund.state, trigger, _source(event))
-    return Decision(
-        outcome=row.outcome,
-        from_state=refund.state,
-        to_state=state if row.dest is not None else None,
-        trigger=trigger,
-        effects=row.effects + _anomaly(refund, event, row),
-    )
+    source = _source(event)
+    reason = event.reason if isinstance(event, UnfitRefundReport) else None
+    return _TABLE.decide(refund.state, trigger, source, lambda row: anomaly_effects(row, refund.state, source, reason))

@@ -34,17 +34,10 @@ def other_keys() -> PortalKeyPair:
 @pytest.fixture
 def sim(merchant_keys: PortalKeyPair, platform_keys: PortalKeyPair) -> Iterator[object]:
     """A fresh simulator on a free loopback port, notifications on a 1000x fast clock."""
-    from worker.simulator.config import SimulatorConfig
     from worker.simulator.server import start_background
+    from worker.simulator.testkit import simulator_config
 
-    config = SimulatorConfig(
-        app_id="APP_TEST",
-        merchant_no="MERCHANT_TEST",
-        merchant_public_keys=(merchant_keys.public_key,),
-        platform_private_key=platform_keys.private_key,
-        time_scale=0.001,
-    )
-    running = start_background(config)
+    running = start_background(simulator_config(merchant_keys, platform_keys, time_scale=0.001))
     try:
         yield running
     finally:

@@ -4,38 +4,20 @@ Checus retries until it gets the ack, and replays cluster (six attempts, duplica
 duplicates), so the cheapest request must be the commonest repeat. Commands are counted twice:
 by the receiver's own client, and on the server (``INFO commandstats`` after ``CONFIG RESETSTAT``,
 which also sees pipelines and any other client). SQL is counted by an engine event.
+
+The ``rig`` (its own redis-server, ``private_redis``) comes from ``conftest.py``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 import sqlalchemy as sa
 
-from tests.integration.test_receiver_harness import ACK, Rig, open_rig, payment_note
+from tests.integration.test_receiver_harness import ACK, Rig, payment_note
 from worker.demo.redis_server import RedisServer
-from worker.gateway.signing import PortalKeyPair
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A redis-server no other test talks to, so its command statistics are this test's alone."""
-    server = RedisServer(tmp_path / "redis").start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def rig(private_redis: RedisServer, tmp_path: Path, platform_keys: PortalKeyPair) -> Iterator[Rig]:
-    with open_rig(redis_url=private_redis.url, database_url=f"sqlite:///{tmp_path / 'store.db'}",
-                  platform=platform_keys) as r:
-        yield r
 
 
 class SqlCounter:

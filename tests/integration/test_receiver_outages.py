@@ -5,44 +5,19 @@ and queue its job it must refuse it. Redis here is a private redis-server killed
 restarted on the same port; the store is made unreachable for real (the SQLite file replaced
 by a directory, the PostgreSQL database closed to connections). ``/healthz`` says which part
 is missing.
+
+The ``rig`` (its own redis-server, ``private_redis``) and ``store_rig`` come from ``conftest.py``.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from tests.integration.test_receiver_harness import ACK, Rig, open_rig, payment_note, store_down
+from tests.integration.test_receiver_harness import ACK, Rig, payment_note, store_down
 from worker.demo.redis_server import RedisServer
-from worker.gateway.signing import PortalKeyPair
 from worker.store.schema import transitions
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A redis-server of this test's own, so it can be killed without harming the others."""
-    server = RedisServer(tmp_path / "redis").start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def rig(private_redis: RedisServer, tmp_path: Path, platform_keys: PortalKeyPair) -> Iterator[Rig]:
-    with open_rig(redis_url=private_redis.url, database_url=f"sqlite:///{tmp_path / 'store.db'}",
-                  platform=platform_keys) as r:
-        yield r
-
-
-@pytest.fixture
-def store_rig(redis_url: str, database_url: str, platform_keys: PortalKeyPair) -> Iterator[Rig]:
-    with open_rig(redis_url=redis_url, database_url=database_url, platform=platform_keys) as r:
-        yield r
 
 
 def test_with_redis_down_a_new_notification_is_503_and_never_acked(rig: Rig, private_redis: RedisServer) -> None:

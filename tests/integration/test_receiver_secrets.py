@@ -6,15 +6,16 @@ paths (accepted, applied with the token saved, duplicate, unknown order, every k
 ``structlog.testing.capture_logs()`` (raw, before any redaction processor could hide a
 mistake) and stdlib records (rq, uvicorn, redis-py, SQLAlchemy) with ``caplog``. A secret
 counts as leaked if any 16-character window of it shows up anywhere.
+
+The ``rig`` (its own redis-server, ``private_redis``) comes from ``conftest.py``.
 """
 
 from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Iterable, Iterator, MutableMapping, Sequence
+from collections.abc import Iterable, MutableMapping, Sequence
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,7 +23,7 @@ import pytest
 import sqlalchemy as sa
 from structlog.testing import capture_logs
 
-from tests.integration.test_receiver_harness import TOKEN, Rig, now, open_rig, payment_note, signer_of, store_down
+from tests.integration.test_receiver_harness import TOKEN, Rig, now, payment_note, signer_of, store_down
 from worker.demo.redis_server import RedisServer
 from worker.gateway.signing import PortalKeyPair
 from worker.gateway.wire import dumps
@@ -69,22 +70,6 @@ class Witness:
     def deliver(self, note: dict[str, Any], signer: Any = None) -> httpx.Response:
         raw, sign = self.rig.signed(note, signer)
         return self.send(raw, sign)
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis").start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def rig(private_redis: RedisServer, tmp_path: Path, platform_keys: PortalKeyPair) -> Iterator[Rig]:
-    with open_rig(redis_url=private_redis.url, database_url=f"sqlite:///{tmp_path / 'store.db'}",
-                  platform=platform_keys) as r:
-        yield r
 
 
 def assert_nothing_leaked(events: Sequence[MutableMapping[str, Any]], caplog: pytest.LogCaptureFixture,

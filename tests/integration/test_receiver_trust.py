@@ -4,6 +4,8 @@ The receiver accepts a signature from any key on the local trust list, so a rota
 keys for a while, then the new one alone. Behind the receiver, the job re-verifies the raw
 inbox body (a row forged in SQL changes nothing) and the worker is JSON-only (a job pickled
 into the queue is never deserialized, let alone run).
+
+``store_rig`` comes from ``conftest.py``.
 """
 
 from __future__ import annotations
@@ -37,12 +39,6 @@ def new_platform_keys() -> PortalKeyPair:
 @pytest.fixture
 def rig(redis_url: str, tmp_path: Path, platform_keys: PortalKeyPair) -> Iterator[Rig]:
     with open_rig(redis_url=redis_url, database_url=f"sqlite:///{tmp_path / 'store.db'}", platform=platform_keys) as r:
-        yield r
-
-
-@pytest.fixture
-def store_rig(redis_url: str, database_url: str, platform_keys: PortalKeyPair) -> Iterator[Rig]:
-    with open_rig(redis_url=redis_url, database_url=database_url, platform=platform_keys) as r:
         yield r
 
 

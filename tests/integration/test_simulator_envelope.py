@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -10,28 +9,12 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.openapi import SchemaMismatch, path_key_for, validate_request, validate_response
+from tests.integration.conftest import conform
+from tests.openapi import SchemaMismatch, validate_request, validate_response
 from worker.gateway.signing import PortalKeyPair, Signer, Verifier
 from worker.gateway.wire import dumps, format_time
-from worker.simulator.config import SimulatorConfig
-from worker.simulator.server import RunningSimulator, start_background
-from worker.simulator.testkit import Answer, MerchantCaller, caller_for, direct_order, hosted_order
-
-
-def conform(endpoint: str, data: Mapping[str, Any], answer: Answer) -> None:
-    assert answer.status_code == 200
-    assert answer.signature_ok, "every answer is signed with the platform key"
-    validate_response(path_key_for(endpoint, data), answer.body)
-
-
-@pytest.fixture
-def merchant(
-    sim: RunningSimulator, merchant_keys: PortalKeyPair, platform_keys: PortalKeyPair
-) -> Iterator[MerchantCaller]:
-    caller = caller_for(sim, merchant_keys.private_key, platform_keys.public_key, inspect=conform)
-    yield caller
-    caller.close()
-
+from worker.simulator.server import RunningSimulator
+from worker.simulator.testkit import MerchantCaller, direct_order, hosted_order, own_simulator
 
 QUERY = {"outTradeNo": "NO_SUCH_ORDER"}
 
@@ -145,21 +128,9 @@ def test_the_clock_check_follows_the_virtual_clock(sim: RunningSimulator, mercha
 
 
 def test_lenient_clock_accepts_any_time(merchant_keys: PortalKeyPair, platform_keys: PortalKeyPair) -> None:
-    config = SimulatorConfig(
-        app_id="APP_TEST",
-        merchant_no="MERCHANT_TEST",
-        merchant_public_keys=(merchant_keys.public_key,),
-        platform_private_key=platform_keys.private_key,
-        lenient_clock=True,
-    )
-    running = start_background(config)
-    try:
-        caller = caller_for(running, merchant_keys.private_key, platform_keys.public_key, inspect=conform)
+    with own_simulator(merchant_keys, platform_keys, inspect=conform, lenient_clock=True) as (_, caller):
         answer = caller.call("orderQuery", QUERY, requestTime="2001-01-01T00:00:00.000+00:00")
         assert answer.code == "ORDER_NOT_EXIST"
-        caller.close()
-    finally:
-        running.stop()
 
 
 def test_key_version_must_be_1(merchant: MerchantCaller) -> None:

@@ -4,49 +4,26 @@ eventual consistency, notification faults, and repeatable draws from a seed."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.openapi import notification_kind, path_key_for, validate_notification, validate_response
+from tests.integration.conftest import conform
+from tests.openapi import notification_kind, validate_notification
 from worker.gateway.signing import PortalKeyPair
 from worker.gateway.wire import dumps
-from worker.simulator.config import SimulatorConfig
 from worker.simulator.faults import FaultPlan
-from worker.simulator.notifier import tls_context
-from worker.simulator.server import RunningSimulator, start_background
+from worker.simulator.server import RunningSimulator
 from worker.simulator.testkit import (
-    Answer,
     MerchantCaller,
     NotificationSink,
-    caller_for,
     direct_order,
     hosted_order,
+    own_simulator,
     wait_until,
 )
-
-
-def conform(endpoint: str, data: Mapping[str, Any], answer: Answer) -> None:
-    assert answer.status_code == 200
-    assert answer.signature_ok
-    validate_response(path_key_for(endpoint, data), answer.body)
-
-
-@pytest.fixture
-def merchant(
-    sim: RunningSimulator, merchant_keys: PortalKeyPair, platform_keys: PortalKeyPair
-) -> Iterator[MerchantCaller]:
-    caller = caller_for(sim, merchant_keys.private_key, platform_keys.public_key, inspect=conform)
-    yield caller
-    caller.close()
-
-
-@pytest.fixture
-def web(sim: RunningSimulator) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=sim.base_url, verify=tls_context()) as client:
-        yield client
 
 
 def faults(web: httpx.Client, plan: dict[str, Any]) -> None:
@@ -189,45 +166,24 @@ def codes_under_half_errors(caller: MerchantCaller, web: httpx.Client) -> list[s
 
 
 def test_seeded_faults_repeat(merchant_keys: PortalKeyPair, platform_keys: PortalKeyPair) -> None:
-    config = SimulatorConfig(
-        app_id="APP_TEST",
-        merchant_no="MERCHANT_TEST",
-        merchant_public_keys=(merchant_keys.public_key,),
-        platform_private_key=platform_keys.private_key,
-        seed=7,
-    )
     runs = []
     for _ in range(2):
-        running = start_background(config)
-        try:
-            caller = caller_for(running, merchant_keys.private_key, platform_keys.public_key, inspect=conform)
-            with httpx.Client(base_url=running.base_url) as web:
-                runs.append(codes_under_half_errors(caller, web))
-                runs.append(codes_under_half_errors(caller, web))
-            caller.close()
-        finally:
-            running.stop()
+        with (
+            own_simulator(merchant_keys, platform_keys, inspect=conform, seed=7) as (running, caller),
+            httpx.Client(base_url=running.base_url) as web,
+        ):
+            runs.append(codes_under_half_errors(caller, web))
+            runs.append(codes_under_half_errors(caller, web))
     assert runs[0] == runs[1] == runs[2] == runs[3]
     assert {"SYSTEM_ERROR", "ORDER_NOT_EXIST"} == set(runs[0])
 
 
 def test_faults_can_come_from_the_config(merchant_keys: PortalKeyPair, platform_keys: PortalKeyPair) -> None:
-    config = SimulatorConfig(
-        app_id="APP_TEST",
-        merchant_no="MERCHANT_TEST",
-        merchant_public_keys=(merchant_keys.public_key,),
-        platform_private_key=platform_keys.private_key,
-        faults=FaultPlan.from_json({"endpoints": {"orderQuery": {"error_rate": 1}}}),
-    )
-    running = start_background(config)
-    try:
-        caller = caller_for(running, merchant_keys.private_key, platform_keys.public_key, inspect=conform)
+    plan = FaultPlan.from_json({"endpoints": {"orderQuery": {"error_rate": 1}}})
+    with own_simulator(merchant_keys, platform_keys, inspect=conform, faults=plan) as (_, caller):
         assert caller.call("orderQuery", {"outTradeNo": "X"}).code == "SYSTEM_ERROR"
         caller.http.post("/__sim/reset").raise_for_status()
         assert caller.call("orderQuery", {"outTradeNo": "X"}).code == "SYSTEM_ERROR"
-        caller.close()
-    finally:
-        running.stop()
 
 
 # notification faults
@@ -235,6 +191,7 @@ def test_faults_can_come_from_the_config(merchant_keys: PortalKeyPair, platform_
 
 @pytest.fixture
 def sink(platform_keys: PortalKeyPair) -> Iterator[NotificationSink]:
+    """Unlike the shared sink, this one is not checked afterwards: faults spoil signatures here."""
     receiver = NotificationSink(platform_keys.public_key)
     yield receiver
     receiver.close()

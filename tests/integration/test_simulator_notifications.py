@@ -5,65 +5,34 @@ from __future__ import annotations
 import hashlib
 import itertools
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable
+from contextlib import closing
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.openapi import notification_kind, path_key_for, validate_notification, validate_response
+from tests.integration.conftest import checked, signed_as_documented
 from worker.gateway.signing import PortalKeyPair
 from worker.gateway.wire import ACK_BODY, parse_time
-from worker.simulator.config import SimulatorConfig
-from worker.simulator.notifier import LADDER_SECONDS, tls_context
-from worker.simulator.server import RunningSimulator, start_background
+from worker.simulator.notifier import LADDER_SECONDS
+from worker.simulator.server import RunningSimulator
 from worker.simulator.testkit import (
-    Answer,
+    Inspector,
     MerchantCaller,
     NotificationSink,
-    caller_for,
     direct_order,
+    own_simulator,
     wait_until,
 )
 
 FAIL_500 = (500, b"oops")
 
 
-def conform(endpoint: str, data: Mapping[str, Any], answer: Answer) -> None:
-    assert answer.signature_ok
-    validate_response(path_key_for(endpoint, data), answer.body)
-
-
-def checked(receiver: NotificationSink) -> None:
-    for note in receiver.received:
-        assert note.signature_ok
-        validate_notification(notification_kind(note.body), note.body)
-
-
 @pytest.fixture
-def merchant(
-    sim: RunningSimulator, merchant_keys: PortalKeyPair, platform_keys: PortalKeyPair
-) -> Iterator[MerchantCaller]:
-    caller = caller_for(sim, merchant_keys.private_key, platform_keys.public_key, inspect=conform)
-    yield caller
-    caller.close()
-
-
-@pytest.fixture
-def web(sim: RunningSimulator) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=sim.base_url, verify=tls_context()) as client:
-        yield client
-
-
-def own_simulator(merchant_keys: PortalKeyPair, platform_keys: PortalKeyPair, **options: Any) -> RunningSimulator:
-    config = SimulatorConfig(
-        app_id="APP_TEST",
-        merchant_no="MERCHANT_TEST",
-        merchant_public_keys=(merchant_keys.public_key,),
-        platform_private_key=platform_keys.private_key,
-        **options,
-    )
-    return start_background(config)
+def answer_check() -> Inspector:
+    """Answers here are checked for their signature and shape, not their HTTP status."""
+    return signed_as_documented
 
 
 def attempts_of(sim: RunningSimulator, key: str) -> list[Any]:
@@ -97,10 +66,10 @@ def test_two_failures_then_an_ack_make_exactly_three_attempts(
 def test_a_merchant_that_never_acks_gets_exactly_six_attempts(
     merchant_keys: PortalKeyPair, platform_keys: PortalKeyPair
 ) -> None:
-    receiver = NotificationSink(platform_keys.public_key, default=FAIL_500)
-    running = own_simulator(merchant_keys, platform_keys, time_scale=0.00001)
-    try:
-        caller = caller_for(running, merchant_keys.private_key, platform_keys.public_key)
+    with (
+        closing(NotificationSink(platform_keys.public_key, default=FAIL_500)) as receiver,
+        own_simulator(merchant_keys, platform_keys, time_scale=0.00001) as (running, caller),
+    ):
         caller.call("orderAndPay", direct_order("NEVER_1", notify_url=receiver.url))
         receiver.wait_for(6)
         time.sleep(0.3)
@@ -112,20 +81,16 @@ def test_a_merchant_that_never_acks_gets_exactly_six_attempts(
         for gap, rung in zip(gaps, LADDER_SECONDS[1:], strict=True):
             assert gap >= rung * 0.00001
         checked(receiver)
-        caller.close()
-    finally:
-        running.stop()
-        receiver.close()
 
 
 def test_advancing_the_clock_brings_the_next_retry_forward(
     merchant_keys: PortalKeyPair, platform_keys: PortalKeyPair
 ) -> None:
     """At real speed the ladder spans half a day; the virtual clock gets through it at once."""
-    receiver = NotificationSink(platform_keys.public_key, default=FAIL_500)
-    running = own_simulator(merchant_keys, platform_keys, time_scale=1.0)
-    try:
-        caller = caller_for(running, merchant_keys.private_key, platform_keys.public_key)
+    with (
+        closing(NotificationSink(platform_keys.public_key, default=FAIL_500)) as receiver,
+        own_simulator(merchant_keys, platform_keys, time_scale=1.0) as (running, caller),
+    ):
         caller.call("orderAndPay", direct_order("CLOCK_1", notify_url=receiver.url))
         receiver.wait_for(1)
         for count, rung in enumerate(LADDER_SECONDS[1:], start=2):
@@ -136,10 +101,6 @@ def test_advancing_the_clock_brings_the_next_retry_forward(
         caller.http.post("/__sim/clock/advance", json={"seconds": 10**6}).raise_for_status()
         time.sleep(0.1)
         assert len(receiver.received) == 6
-        caller.close()
-    finally:
-        running.stop()
-        receiver.close()
 
 
 @pytest.mark.parametrize(
@@ -184,17 +145,13 @@ def test_what_counts_as_an_ack(
 def test_strict_ack_wants_http_200_and_exactly_the_ack_body(
     merchant_keys: PortalKeyPair, platform_keys: PortalKeyPair, answer: tuple[int, bytes], acked: bool
 ) -> None:
-    receiver = NotificationSink(platform_keys.public_key, answers=[answer])
-    running = own_simulator(merchant_keys, platform_keys, strict_ack=True)
-    try:
-        caller = caller_for(running, merchant_keys.private_key, platform_keys.public_key)
+    with (
+        closing(NotificationSink(platform_keys.public_key, answers=[answer])) as receiver,
+        own_simulator(merchant_keys, platform_keys, strict_ack=True) as (running, caller),
+    ):
         caller.call("orderAndPay", direct_order("STRICT_1", notify_url=receiver.url))
         wait_until(lambda: len(running.state.attempts(key="STRICT_1")) >= 1)
         assert running.state.attempts(key="STRICT_1")[0].acked is acked
-        caller.close()
-    finally:
-        running.stop()
-        receiver.close()
 
 
 def test_each_attempt_is_re_signed_with_a_fresh_notify_time(
@@ -250,18 +207,14 @@ def test_an_unreachable_merchant_is_a_failed_attempt(sim: RunningSimulator, merc
 
 
 def test_a_slow_merchant_times_out_and_is_retried(merchant_keys: PortalKeyPair, platform_keys: PortalKeyPair) -> None:
-    receiver = NotificationSink(platform_keys.public_key, delays=[0.5])
-    running = own_simulator(merchant_keys, platform_keys, time_scale=0.001, notify_timeout_seconds=0.1)
-    try:
-        caller = caller_for(running, merchant_keys.private_key, platform_keys.public_key)
+    with (
+        closing(NotificationSink(platform_keys.public_key, delays=[0.5])) as receiver,
+        own_simulator(merchant_keys, platform_keys, time_scale=0.001, notify_timeout_seconds=0.1) as (running, caller),
+    ):
         caller.call("orderAndPay", direct_order("SLOW_1", notify_url=receiver.url))
         wait_until(lambda: len(running.state.attempts(key="SLOW_1")) == 2)
         first, second = running.state.attempts(key="SLOW_1")
         assert (first.error, first.acked, second.acked) == ("ReadTimeout", False, True)
-        caller.close()
-    finally:
-        running.stop()
-        receiver.close()
 
 
 def test_resend_delivers_duplicates_after_an_ack(

@@ -3,60 +3,26 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from contextlib import closing
 from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.openapi import notification_kind, path_key_for, validate_notification, validate_response
+from tests.integration.conftest import conform
+from tests.openapi import validate_notification
 from worker.gateway.signing import PortalKeyPair
-from worker.simulator.config import SimulatorConfig
-from worker.simulator.notifier import tls_context
 from worker.simulator.records import OrderStatus
-from worker.simulator.server import RunningSimulator, start_background
+from worker.simulator.server import RunningSimulator
 from worker.simulator.testkit import (
-    Answer,
     MerchantCaller,
     NotificationSink,
-    caller_for,
     direct_order,
     hosted_order,
+    own_simulator,
     wait_until,
 )
-
-
-def conform(endpoint: str, data: Mapping[str, Any], answer: Answer) -> None:
-    assert answer.status_code == 200
-    assert answer.signature_ok, "every answer is signed with the platform key"
-    validate_response(path_key_for(endpoint, data), answer.body)
-
-
-@pytest.fixture
-def merchant(
-    sim: RunningSimulator, merchant_keys: PortalKeyPair, platform_keys: PortalKeyPair
-) -> Iterator[MerchantCaller]:
-    caller = caller_for(sim, merchant_keys.private_key, platform_keys.public_key, inspect=conform)
-    yield caller
-    caller.close()
-
-
-@pytest.fixture
-def sink(platform_keys: PortalKeyPair) -> Iterator[NotificationSink]:
-    receiver = NotificationSink(platform_keys.public_key)
-    yield receiver
-    receiver.close()
-    for note in receiver.received:
-        assert note.signature_ok
-        validate_notification(notification_kind(note.body), note.body)
-
-
-@pytest.fixture
-def web(sim: RunningSimulator) -> Iterator[httpx.Client]:
-    """A browser and control-API client (one client: building one costs tens of ms)."""
-    with httpx.Client(base_url=sim.base_url, verify=tls_context()) as client:
-        yield client
 
 
 def control(web: httpx.Client, method: str, path: str, body: Any = None) -> httpx.Response:
@@ -78,21 +44,11 @@ def test_hosted_order_is_pending_with_a_cashier_redirect(sim: RunningSimulator, 
 
 
 def test_public_base_url_is_used_for_the_redirect(merchant_keys: PortalKeyPair, platform_keys: PortalKeyPair) -> None:
-    config = SimulatorConfig(
-        app_id="APP_TEST",
-        merchant_no="MERCHANT_TEST",
-        merchant_public_keys=(merchant_keys.public_key,),
-        platform_private_key=platform_keys.private_key,
-        public_base_url="https://sim.example",
-    )
-    running = start_background(config)
-    try:
-        caller = caller_for(running, merchant_keys.private_key, platform_keys.public_key, inspect=conform)
+    with own_simulator(
+        merchant_keys, platform_keys, inspect=conform, public_base_url="https://sim.example"
+    ) as (_, caller):
         answer = caller.call("orderAndPay", hosted_order("PUBLIC_1"))
         assert answer.data["redirectUrl"].startswith("https://sim.example/cashier/T")
-        caller.close()
-    finally:
-        running.stop()
 
 
 @pytest.mark.parametrize(
@@ -179,16 +135,9 @@ def test_order_repeat_by_default_even_for_an_identical_body(sim: RunningSimulato
 def test_idempotent_replay_returns_the_original_answer(
     merchant_keys: PortalKeyPair, platform_keys: PortalKeyPair
 ) -> None:
-    config = SimulatorConfig(
-        app_id="APP_TEST",
-        merchant_no="MERCHANT_TEST",
-        merchant_public_keys=(merchant_keys.public_key,),
-        platform_private_key=platform_keys.private_key,
-        idempotent_order_replay=True,
-    )
-    running = start_background(config)
-    try:
-        caller = caller_for(running, merchant_keys.private_key, platform_keys.public_key, inspect=conform)
+    with own_simulator(
+        merchant_keys, platform_keys, inspect=conform, idempotent_order_replay=True
+    ) as (running, caller):
         data = hosted_order("REPLAY_1")
         first = caller.call("orderAndPay", data)
         replay = caller.call("orderAndPay", data)
@@ -196,9 +145,6 @@ def test_idempotent_replay_returns_the_original_answer(
         assert replay.body == first.body
         assert different.code == "ORDER_REPEAT"
         assert running.state.ledger()["orders"] == {"REPLAY_1": 1}
-        caller.close()
-    finally:
-        running.stop()
 
 
 def test_expire_time_is_clamped(sim: RunningSimulator, merchant: MerchantCaller) -> None:
@@ -315,23 +261,12 @@ def test_a_completed_order_cannot_be_paid_again(merchant: MerchantCaller, web: h
 
 
 def test_default_notify_url_is_the_fallback(merchant_keys: PortalKeyPair, platform_keys: PortalKeyPair) -> None:
-    receiver = NotificationSink(platform_keys.public_key)
-    config = SimulatorConfig(
-        app_id="APP_TEST",
-        merchant_no="MERCHANT_TEST",
-        merchant_public_keys=(merchant_keys.public_key,),
-        platform_private_key=platform_keys.private_key,
-        default_notify_url=receiver.url,
-    )
-    running = start_background(config)
-    try:
-        caller = caller_for(running, merchant_keys.private_key, platform_keys.public_key, inspect=conform)
+    with (
+        closing(NotificationSink(platform_keys.public_key)) as receiver,
+        own_simulator(merchant_keys, platform_keys, inspect=conform, default_notify_url=receiver.url) as (_, caller),
+    ):
         caller.call("orderAndPay", direct_order("FALLBACK_1"))
         assert receiver.wait_for(1)[0].body["data"]["outTradeNo"] == "FALLBACK_1"
-        caller.close()
-    finally:
-        running.stop()
-        receiver.close()
 
 
 def test_no_notify_url_anywhere_means_no_notification(sim: RunningSimulator, merchant: MerchantCaller) -> None:
@@ -409,24 +344,12 @@ def test_amount_triggers_are_off_by_default(merchant: MerchantCaller) -> None:
 
 
 def test_amount_triggers_behind_the_flag(merchant_keys: PortalKeyPair, platform_keys: PortalKeyPair) -> None:
-    config = SimulatorConfig(
-        app_id="APP_TEST",
-        merchant_no="MERCHANT_TEST",
-        merchant_public_keys=(merchant_keys.public_key,),
-        platform_private_key=platform_keys.private_key,
-        amount_triggers=True,
-    )
-    running = start_background(config)
-    try:
-        caller = caller_for(running, merchant_keys.private_key, platform_keys.public_key, inspect=conform)
+    with own_simulator(merchant_keys, platform_keys, inspect=conform, amount_triggers=True) as (running, caller):
         cases = {"15": "FAILED", "1.12": "FAILED", "60": "PENDING", "222": "PENDING", "10": "SUCCESS"}
         for index, (amount, status) in enumerate(cases.items()):
             answer = caller.call("orderAndPay", direct_order(f"AMT_{index}", subject="x", totalAmount=amount))
             assert answer.data["status"] == status, amount
         assert "redirectUrl" in running.state.order("AMT_3").first_reply  # type: ignore[union-attr]
-        caller.close()
-    finally:
-        running.stop()
 
 
 # orderQuery

@@ -3,58 +3,26 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from contextlib import closing
 from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.openapi import notification_kind, path_key_for, validate_notification, validate_response
+from tests.integration.conftest import conform
+from tests.openapi import validate_notification
 from worker.gateway.signing import PortalKeyPair
-from worker.simulator.config import SimulatorConfig
-from worker.simulator.notifier import tls_context
-from worker.simulator.server import RunningSimulator, start_background
+from worker.simulator.server import RunningSimulator
 from worker.simulator.testkit import (
     Answer,
     MerchantCaller,
     NotificationSink,
-    caller_for,
     direct_order,
     hosted_order,
+    own_simulator,
     wait_until,
 )
-
-
-def conform(endpoint: str, data: Mapping[str, Any], answer: Answer) -> None:
-    assert answer.status_code == 200
-    assert answer.signature_ok
-    validate_response(path_key_for(endpoint, data), answer.body)
-
-
-@pytest.fixture
-def merchant(
-    sim: RunningSimulator, merchant_keys: PortalKeyPair, platform_keys: PortalKeyPair
-) -> Iterator[MerchantCaller]:
-    caller = caller_for(sim, merchant_keys.private_key, platform_keys.public_key, inspect=conform)
-    yield caller
-    caller.close()
-
-
-@pytest.fixture
-def sink(platform_keys: PortalKeyPair) -> Iterator[NotificationSink]:
-    receiver = NotificationSink(platform_keys.public_key)
-    yield receiver
-    receiver.close()
-    for note in receiver.received:
-        assert note.signature_ok
-        validate_notification(notification_kind(note.body), note.body)
-
-
-@pytest.fixture
-def web(sim: RunningSimulator) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=sim.base_url, verify=tls_context()) as client:
-        yield client
 
 
 @pytest.fixture
@@ -126,21 +94,11 @@ def test_a_pending_refund_counts_against_the_refundable_amount(
     merchant_keys: PortalKeyPair, platform_keys: PortalKeyPair
 ) -> None:
     """With the one-at-a-time rule relaxed (another code), pending refunds still count."""
-    config = SimulatorConfig(
-        app_id="APP_TEST",
-        merchant_no="MERCHANT_TEST",
-        merchant_public_keys=(merchant_keys.public_key,),
-        platform_private_key=platform_keys.private_key,
-        refund_amount_code="PARAMS_INVALID",
-    )
-    running = start_background(config)
-    try:
-        caller = caller_for(running, merchant_keys.private_key, platform_keys.public_key, inspect=conform)
+    with own_simulator(
+        merchant_keys, platform_keys, inspect=conform, refund_amount_code="PARAMS_INVALID"
+    ) as (_, caller):
         caller.call("orderAndPay", direct_order("PAID", totalAmount="100.00"))
         assert refund(caller, "R_1", "100.01").code == "PARAMS_INVALID"
-        caller.close()
-    finally:
-        running.stop()
 
 
 def test_duplicate_out_refund_no_replays_or_repeats(
@@ -253,50 +211,32 @@ def test_control_refund_errors(merchant: MerchantCaller, web: httpx.Client, paid
 
 
 def test_refunds_can_complete_by_themselves(merchant_keys: PortalKeyPair, platform_keys: PortalKeyPair) -> None:
-    receiver = NotificationSink(platform_keys.public_key)
-    config = SimulatorConfig(
-        app_id="APP_TEST",
-        merchant_no="MERCHANT_TEST",
-        merchant_public_keys=(merchant_keys.public_key,),
-        platform_private_key=platform_keys.private_key,
-        time_scale=0.001,
-        refund_auto_complete_seconds=30,
-        default_refund_notify_url=receiver.url,
-    )
-    running = start_background(config)
-    try:
-        caller = caller_for(running, merchant_keys.private_key, platform_keys.public_key, inspect=conform)
+    with (
+        closing(NotificationSink(platform_keys.public_key)) as receiver,
+        own_simulator(
+            merchant_keys,
+            platform_keys,
+            inspect=conform,
+            time_scale=0.001,
+            refund_auto_complete_seconds=30,
+            default_refund_notify_url=receiver.url,
+        ) as (_, caller),
+    ):
         caller.call("orderAndPay", direct_order("PAID", totalAmount="100.00"))
         refund(caller, "R_A", 10)
         refund(caller, "R_A", 10)
         assert receiver.wait_for(1)[0].body["data"]["status"] == "REFUND_SUCCESS"
         wait_until(lambda: caller.call("refundQuery", {"outRefundNo": "R_A"}).data["status"] == "REFUND_SUCCESS")
-        caller.close()
-    finally:
-        running.stop()
-        receiver.close()
 
 
 def test_auto_completion_follows_the_virtual_clock(merchant_keys: PortalKeyPair, platform_keys: PortalKeyPair) -> None:
-    config = SimulatorConfig(
-        app_id="APP_TEST",
-        merchant_no="MERCHANT_TEST",
-        merchant_public_keys=(merchant_keys.public_key,),
-        platform_private_key=platform_keys.private_key,
-        refund_auto_complete_seconds=3600,
-    )
-    running = start_background(config)
-    try:
-        caller = caller_for(running, merchant_keys.private_key, platform_keys.public_key, inspect=conform)
+    with own_simulator(merchant_keys, platform_keys, inspect=conform, refund_auto_complete_seconds=3600) as (_, caller):
         caller.call("orderAndPay", direct_order("PAID", totalAmount="100.00"))
         refund(caller, "R_V", 10, comments="REFUND_FAILED")
         caller.http.post("/__sim/clock/advance", json={"seconds": 3599}).raise_for_status()
         assert caller.call("refundQuery", {"outRefundNo": "R_V"}).data["status"] == "REFUND_PENDING"
         caller.http.post("/__sim/clock/advance", json={"seconds": 2}).raise_for_status()
         assert caller.call("refundQuery", {"outRefundNo": "R_V"}).data["status"] == "REFUND_FAILED"
-        caller.close()
-    finally:
-        running.stop()
 
 
 def test_the_refund_window_closes(merchant: MerchantCaller, web: httpx.Client, paid: str) -> None:

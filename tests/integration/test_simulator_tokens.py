@@ -3,60 +3,26 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.openapi import notification_kind, path_key_for, validate_notification, validate_response
+from tests.integration.conftest import conform
+from tests.openapi import validate_response
 from worker.gateway.signing import PortalKeyPair
 from worker.gateway.wire import parse_time
-from worker.simulator.config import SimulatorConfig
-from worker.simulator.notifier import tls_context
 from worker.simulator.records import TokenStatus
-from worker.simulator.server import RunningSimulator, start_background
+from worker.simulator.server import RunningSimulator
 from worker.simulator.testkit import (
-    Answer,
     MerchantCaller,
     NotificationSink,
-    caller_for,
     direct_order,
     hosted_order,
+    own_simulator,
 )
 
 OFFER = {"tokenForFutureUse": True}
-
-
-def conform(endpoint: str, data: Mapping[str, Any], answer: Answer) -> None:
-    assert answer.status_code == 200
-    assert answer.signature_ok
-    validate_response(path_key_for(endpoint, data), answer.body)
-
-
-@pytest.fixture
-def merchant(
-    sim: RunningSimulator, merchant_keys: PortalKeyPair, platform_keys: PortalKeyPair
-) -> Iterator[MerchantCaller]:
-    caller = caller_for(sim, merchant_keys.private_key, platform_keys.public_key, inspect=conform)
-    yield caller
-    caller.close()
-
-
-@pytest.fixture
-def sink(platform_keys: PortalKeyPair) -> Iterator[NotificationSink]:
-    receiver = NotificationSink(platform_keys.public_key)
-    yield receiver
-    receiver.close()
-    for note in receiver.received:
-        assert note.signature_ok
-        validate_notification(notification_kind(note.body), note.body)
-
-
-@pytest.fixture
-def web(sim: RunningSimulator) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=sim.base_url, verify=tls_context()) as client:
-        yield client
 
 
 def mint(merchant: MerchantCaller, out_trade_no: str, user_id: str = "user_1", **detail: Any) -> str:
@@ -192,20 +158,8 @@ def test_unusable_tokens_are_refused(
 
 
 def test_the_token_reject_code_is_configurable(merchant_keys: PortalKeyPair, platform_keys: PortalKeyPair) -> None:
-    config = SimulatorConfig(
-        app_id="APP_TEST",
-        merchant_no="MERCHANT_TEST",
-        merchant_public_keys=(merchant_keys.public_key,),
-        platform_private_key=platform_keys.private_key,
-        token_reject_code="AUTH_FAILED",
-    )
-    running = start_background(config)
-    try:
-        caller = caller_for(running, merchant_keys.private_key, platform_keys.public_key, inspect=conform)
+    with own_simulator(merchant_keys, platform_keys, inspect=conform, token_reject_code="AUTH_FAILED") as (_, caller):
         assert caller.call("orderAndPay", direct_order("T_1", token_id="PMTOKEN1")).code == "AUTH_FAILED"
-        caller.close()
-    finally:
-        running.stop()
 
 
 def test_token_payments_need_direct_payment_by_default(merchant: MerchantCaller) -> None:

@@ -8,6 +8,9 @@ do not lean on the code the simulator exists to test, and vice versa.
 ``NotificationSink`` is a loopback HTTP server on its own thread that records every POST
 (raw body, ``sign`` header, whether that verifies) and answers from a script, e.g. HTTP 500
 twice and then the ack, so the retry ladder can be watched from the outside.
+
+``simulator_config``/``own_simulator`` give a test a simulator of its own with some setting changed,
+and a caller for it, stopped again when the ``with`` block ends.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -25,9 +28,11 @@ from typing import Any
 
 import httpx
 
-from worker.gateway.signing import Signer, Verifier
+from worker.gateway.signing import PortalKeyPair, Signer, Verifier
 from worker.gateway.wire import ACK_BODY, dumps, format_time, loads_object
+from worker.simulator.config import SimulatorConfig
 from worker.simulator.notifier import tls_context
+from worker.simulator.server import RunningSimulator, start_background
 
 GATEWAY_PREFIX = "/aggregate-pay/api/gateway/"
 TOKEN_ENDPOINTS = frozenset({"inquirePaymentToken", "removePaymentToken"})
@@ -135,6 +140,34 @@ def caller_for(
         clock=running.runtime.clock.now if virtual_clock else None,
         inspect=inspect,
     )
+
+
+def simulator_config(merchant_keys: PortalKeyPair, platform_keys: PortalKeyPair, **options: Any) -> SimulatorConfig:
+    """The tests' simulator (APP_TEST, MERCHANT_TEST, these keys); ``options`` set other settings."""
+    return SimulatorConfig(
+        app_id="APP_TEST",
+        merchant_no="MERCHANT_TEST",
+        merchant_public_keys=(merchant_keys.public_key,),
+        platform_private_key=platform_keys.private_key,
+        **options,
+    )
+
+
+@contextlib.contextmanager
+def own_simulator(
+    merchant_keys: PortalKeyPair, platform_keys: PortalKeyPair, *, inspect: Inspector | None = None, **options: Any
+) -> Iterator[tuple[RunningSimulator, MerchantCaller]]:
+    """A simulator started with ``simulator_config(..., **options)`` and a caller for it; on leaving
+    the block the caller is closed and the simulator stopped."""
+    running = start_background(simulator_config(merchant_keys, platform_keys, **options))
+    try:
+        caller = caller_for(running, merchant_keys.private_key, platform_keys.public_key, inspect=inspect)
+        try:
+            yield running, caller
+        finally:
+            caller.close()
+    finally:
+        running.stop()
 
 
 def _answer(response: httpx.Response, verifier: Verifier) -> Answer:
