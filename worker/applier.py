@@ -18,7 +18,7 @@ The rules are the same on both paths: the same verification, the same ``decide``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -33,7 +33,7 @@ from .gateway.wire import WireFormatError, loads_object
 from .locks import LockBusy
 from .notifications import apply_notification, evidence_of, save_token_from
 from .store import inbox, repo
-from .store.apply import Stale, Target, apply
+from .store.apply import Deferred, Stale, Target, apply
 from .store.db import read, write
 from .store.inbox import InboxEntry
 from .store.records import OrderRecord
@@ -92,10 +92,14 @@ def _apply_batch(rt: Runtime, rows: list[_Row]) -> list[InboxEntry]:
     """One transaction for the rows whose order exists; returns the rows left for the slow path."""
     leftovers: list[InboxEntry] = []
     done: list[tuple[OrderRecord, Decision[Any]]] = []
+    outcomes: dict[int, str] = {}
+    deferred = Deferred()
     now = rt.clock()
     with write(rt.engine) as conn:
+        known = repo.find_orders(conn, (row.note.order.out_trade_no for row in rows))
         for row in rows:
-            order = repo.find_order(conn, row.note.order.out_trade_no)  # fresh: an earlier row may have moved it
+            key = row.note.order.out_trade_no.upper()
+            order = known.get(key)
             if order is None:
                 leftovers.append(row.entry)
                 continue
@@ -103,14 +107,19 @@ def _apply_batch(rt: Runtime, rows: list[_Row]) -> list[InboxEntry]:
             target = Target(entity="order", id=order.id, ref=order.out_trade_no, version=order.version,
                             event_fields=order_event_fields(order))
             try:
-                apply(conn, target, decision, source="notification", evidence=evidence_of(row.entry, row.note),
-                      now=now, updates=poll_updates(rt, decision, ORDER_TERMINAL))
+                version = apply(conn, target, decision, source="notification", now=now, deferred=deferred,
+                                evidence=evidence_of(row.entry, row.note),
+                                updates=poll_updates(rt, decision, ORDER_TERMINAL))
             except Stale:
                 leftovers.append(row.entry)
                 continue
+            if decision.to_state is not None:  # a later row about the same order sees this one's result
+                known[key] = replace(order, state=str(decision.to_state), version=version)
             save_token_from(conn, rt, order.id, row.note.order, decision)
-            inbox.mark_processed(conn, row.entry.id, outcome=str(decision.outcome), now=now)
+            outcomes[row.entry.id] = str(decision.outcome)
             done.append((order, decision))
+        deferred.flush(conn)
+        inbox.mark_many_processed(conn, outcomes, now=now)
         crash_point("after_outbox")
     crash_point("after_commit")
     for order, decision in done:

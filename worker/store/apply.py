@@ -53,24 +53,50 @@ def _json(value: dict[str, Any]) -> str:
     return simplejson.dumps(value, use_decimal=True, sort_keys=True, separators=(",", ":"), default=str)
 
 
+class Deferred:
+    """Audit and outbox rows gathered over many decisions of one transaction, then written with one
+    executemany each (``flush``): the batch applier's way to spend less per notification."""
+
+    def __init__(self) -> None:
+        self.transitions: list[dict[str, Any]] = []
+        self.events: list[dict[str, Any]] = []
+
+    def flush(self, conn: Connection) -> None:
+        if self.transitions:
+            conn.execute(transitions.insert(), self.transitions)
+        outbox.add_many(conn, self.events)
+        self.transitions, self.events = [], []
+
+
 def apply(conn: Connection, target: Target, decision: Decision[Any], *, source: str,
-          evidence: dict[str, Any], now: datetime, updates: dict[str, Any] | None = None) -> int:
-    """Write the decision; returns the record's version afterwards. Raises ``Stale``."""
+          evidence: dict[str, Any], now: datetime, updates: dict[str, Any] | None = None,
+          deferred: Deferred | None = None) -> int:
+    """Write the decision; returns the record's version afterwards. Raises ``Stale``.
+
+    With ``deferred``, the audit row and the events are gathered there instead of written at once;
+    the caller flushes them in the same transaction.
+    """
     version = target.version
     if decision.to_state is not None:
         version = _compare_and_set(conn, target, decision.to_state, now, updates or {})
-        conn.execute(transitions.insert().values(
-            entity=target.entity, entity_id=target.id, version=version, from_state=str(decision.from_state),
-            to_state=str(decision.to_state), trigger=decision.trigger, source=source, evidence=_json(evidence),
-            at=now,
-        ))
+        audit = {"entity": target.entity, "entity_id": target.id, "version": version,
+                 "from_state": str(decision.from_state), "to_state": str(decision.to_state),
+                 "trigger": decision.trigger, "source": source, "evidence": _json(evidence), "at": now}
+        if deferred is not None:
+            deferred.transitions.append(audit)
+        else:
+            conn.execute(transitions.insert().values(**audit))
     elif updates:
         conn.execute(target.table.update().where(target.table.c.id == target.id).values(**updates))
     for effect in decision.effects:
         if isinstance(effect, RecordAnomaly):
             _anomaly(conn, target, effect, evidence, now)
         elif isinstance(effect, EmitEvent):
-            _event(conn, target, effect.type, version, decision, now)
+            event = _event_row(target, effect.type, version, decision, now)
+            if deferred is not None:
+                deferred.events.append(event)
+            else:
+                outbox.add_row(conn, event)
     return version
 
 
@@ -100,12 +126,11 @@ def _anomaly(conn: Connection, target: Target, effect: RecordAnomaly, evidence: 
         ))
 
 
-def _event(conn: Connection, target: Target, type_: str, version: int, decision: Decision[Any],
-           now: datetime) -> None:
+def _event_row(target: Target, type_: str, version: int, decision: Decision[Any], now: datetime) -> dict[str, Any]:
     # Stable id: the same fact (record, version, type) always yields the same event id.
     suffix = f"{version}" if decision.to_state is not None else f"{version}:{decision.trigger}"
     event_id = f"{type_}:{target.entity}:{target.ref}:{suffix}"
     payload = {"event_id": event_id, "type": type_, target.entity + "_ref": target.ref,
                "state": str(decision.to_state or decision.from_state), "version": version,
                "occurred_at": now.isoformat(), **target.event_fields}
-    outbox.add(conn, event_id=event_id, type=type_, payload=payload, now=now)
+    return outbox.row(event_id=event_id, type=type_, payload=payload, now=now)

@@ -80,6 +80,16 @@ def mark_processed(conn: Connection, entry_id: int, *, outcome: str, now: dateti
     return result.rowcount == 1
 
 
+def mark_many_processed(conn: Connection, outcomes: dict[int, str], *, now: datetime) -> None:
+    """``mark_processed`` for many rows: one UPDATE per distinct outcome."""
+    by_outcome: dict[str, list[int]] = {}
+    for entry_id, outcome in outcomes.items():
+        by_outcome.setdefault(outcome[:32], []).append(entry_id)
+    for outcome, ids in by_outcome.items():
+        conn.execute(inbox.update().where(inbox.c.id.in_(ids), inbox.c.processed_at.is_(None))
+                     .values(processed_at=now, outcome=outcome, attempts=inbox.c.attempts + 1))
+
+
 def defer(conn: Connection, entry_id: int, *, outcome: str, retry_at: datetime) -> None:
     """Keep an entry unprocessed and look at it again later (e.g. its order is not known yet)."""
     conn.execute(inbox.update().where(inbox.c.id == entry_id, inbox.c.processed_at.is_(None))

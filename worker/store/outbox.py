@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from .schema import outbox
-from .upsert import insert_if_absent
+from .upsert import insert_if_absent, insert_ignoring
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -33,12 +33,25 @@ class OutboxEvent:
                    created_at=row.created_at, attempts=row.attempts)
 
 
-def add(conn: Connection, *, event_id: str, type: str, payload: dict[str, Any], now: datetime) -> bool:
+def row(*, event_id: str, type: str, payload: dict[str, Any], now: datetime) -> dict[str, Any]:
     body = simplejson.dumps(payload, use_decimal=True, separators=(",", ":"), sort_keys=True)
-    return insert_if_absent(conn, outbox, {
-        "event_id": event_id[:96], "type": type, "payload": body, "created_at": now, "attempts": 0,
-        "next_attempt_at": now,
-    }, key="event_id")
+    return {"event_id": event_id[:96], "type": type, "payload": body, "created_at": now, "attempts": 0,
+            "next_attempt_at": now}
+
+
+def add_row(conn: Connection, event: dict[str, Any]) -> bool:
+    """Insert one event row (from ``row``); False when an event with that id exists."""
+    return insert_if_absent(conn, outbox, event, key="event_id")
+
+
+def add(conn: Connection, *, event_id: str, type: str, payload: dict[str, Any], now: datetime) -> bool:
+    return add_row(conn, row(event_id=event_id, type=type, payload=payload, now=now))
+
+
+def add_many(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Many events in one statement (executemany); an event id already present is skipped."""
+    if rows:
+        conn.execute(insert_ignoring(conn, outbox, key="event_id"), rows)
 
 
 def due(conn: Connection, *, now: datetime, limit: int) -> list[OutboxEvent]:

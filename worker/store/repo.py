@@ -46,6 +46,15 @@ def find_order(conn: Connection, out_trade_no: str) -> OrderRecord | None:
     return OrderRecord.from_row(row) if row else None
 
 
+def find_orders(conn: Connection, out_trade_nos: Iterable[str]) -> dict[str, OrderRecord]:
+    """Many orders in one query, keyed by the upper-cased outTradeNo."""
+    keys = sorted({n.upper() for n in out_trade_nos})
+    if not keys:
+        return {}
+    rows = conn.execute(sa.select(orders).where(orders.c.out_trade_no_key.in_(keys)))
+    return {r.out_trade_no_key: OrderRecord.from_row(r) for r in rows}
+
+
 def get_refund(conn: Connection, refund_id: int) -> RefundRecord | None:
     row = conn.execute(sa.select(refunds).where(refunds.c.id == refund_id)).first()
     return RefundRecord.from_row(row) if row else None

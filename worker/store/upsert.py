@@ -16,3 +16,9 @@ def insert_if_absent(conn: Connection, table: sa.Table, values: dict[str, Any], 
                  .returning(table.c[key]))
     # RETURNING, not rowcount: with psycopg, rowcount of an INSERT ... ON CONFLICT is not reliable.
     return conn.execute(statement).first() is not None
+
+
+def insert_ignoring(conn: Connection, table: sa.Table, *, key: str) -> Any:
+    """An INSERT that skips rows whose unique ``key`` exists, for executemany."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table).on_conflict_do_nothing(index_elements=[key])
