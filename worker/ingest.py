@@ -6,8 +6,8 @@ is: acknowledge only what is durably kept. The order below makes that true:
 1. verify ``sign`` over the raw bytes (401 when missing or wrong) — nothing is parsed first;
 2. parse strictly and read the typed notification (400 when malformed or not ours);
 3. fast path: a Redis key for an already-kept fact acknowledges a duplicate in one round trip;
-4. write the raw body and its signature to the SQL inbox (unique on the fact): 503 if that
-   fails, so Checus retries;
+4. write the raw body and its signature to the SQL inbox (unique on the fact), through one
+   group-committing writer thread (``inbox_writer``): 503 if that fails, so Checus retries;
 5. enqueue the job that applies it (503 if Redis is down: the row stays and is re-enqueued
    by the sweeper or by Checus's retry);
 6. acknowledge with ``{"code":"SUCCESS","msg":"Success"}``.
@@ -34,10 +34,11 @@ from .crashpoints import crash_point
 from .gateway.replies import PaymentNotification, RefundNotification, ReplyInvalid
 from .gateway.signing import Verifier
 from .gateway.wire import ACK_BODY, WireFormatError, loads_object
+from .inbox_writer import InboxWriter
 from .metrics import NOTIFICATIONS_RECEIVED, NOTIFICATIONS_REJECTED
 from .queueing import Enqueuer
 from .store import inbox, repo
-from .store.db import read, write
+from .store.db import read
 
 log = structlog.get_logger("worker.ingest")
 Kind = Literal["payment", "refund"]
@@ -71,6 +72,7 @@ class Ingestor:
                  app_ids: frozenset[str], merchant_nos: frozenset[str], clock: Callable[[], datetime]) -> None:
         self.verifier, self.engine, self.redis, self.enqueuer = verifier, engine, redis, enqueuer
         self.app_ids, self.merchant_nos, self.clock = app_ids, merchant_nos, clock
+        self.writer = InboxWriter(engine, clock)
 
     def ingest(self, kind: Kind, body: bytes, sign: str | None) -> Verdict:
         if not sign:
@@ -112,14 +114,12 @@ class Ingestor:
         except RedisError:
             pass  # the fast path is optional; the SQL unique key is the real dedupe
         try:
-            with write(self.engine) as conn:
-                entry_id, _new, processed = inbox.record(conn, kind=kind, ref=ref, key=key, body=body, sign=sign,
-                                                         now=self.clock())
-            shard = inbox.shard_of(ref)
-        except SQLAlchemyError as exc:
+            kept = self.writer.record(kind=kind, ref=ref, key=key, body=body, sign=sign)
+        except (SQLAlchemyError, TimeoutError) as exc:
             log.error("notification.persist_failed", kind=kind, ref=ref, error=type(exc).__name__)
             NOTIFICATIONS_REJECTED.labels(kind, "store_unavailable").inc()
             return Verdict(503, "store_unavailable")
+        entry_id, processed, shard = kept.entry_id, kept.already_processed, inbox.shard_of(ref)
         if not processed:
             try:
                 self.enqueuer.apply_pending(shard)

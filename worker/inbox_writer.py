@@ -1,0 +1,93 @@
+"""Group commit for the receiver: one thread writes every waiting notification in one transaction.
+
+Why: each notification must be durable before it is acknowledged, and on SQLite a durable
+commit is an fsync under a database-wide write lock. With one transaction per request, the
+receiver's threads queue for that lock through SQLite's sleeping busy handler, and the tail
+latency explodes under load (measured: p99 over 2 s at ~120 notifications/s). Here request
+threads hand their notification to a single writer thread and wait; the writer takes
+everything that is waiting (up to ``MAX_BATCH``), records it in one transaction, commits once,
+and answers each request. Nothing is acknowledged before its commit, and a failed commit fails
+every request of that batch (503: Checus retries). On PostgreSQL it saves round trips and
+commits just the same.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.engine import Engine
+
+from .store import inbox
+from .store.db import write
+
+MAX_BATCH = 200
+WAIT_SECONDS = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Kept:
+    entry_id: int
+    already_processed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    kind: str
+    ref: str
+    key: str
+    body: bytes
+    sign: str
+    result: Future[Kept]
+
+
+class InboxWriter:
+    """Records notifications for many request threads through one writer thread."""
+
+    def __init__(self, engine: Engine, clock: Callable[[], datetime]) -> None:
+        self.engine, self.clock = engine, clock
+        self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="inbox-writer", daemon=True)
+        self._started = False
+        self._lock = threading.Lock()
+
+    def record(self, *, kind: str, ref: str, key: str, body: bytes, sign: str) -> Kept:
+        """Block until the notification is committed (or raise what the commit raised)."""
+        self._ensure_started()
+        item = _Item(kind, ref, key, body, sign, Future())
+        self._queue.put(item)
+        return item.result.result(timeout=WAIT_SECONDS)
+
+    def _ensure_started(self) -> None:
+        if not self._started:
+            with self._lock:
+                if not self._started:
+                    self._thread.start()
+                    self._started = True
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < MAX_BATCH:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            self._write(batch)
+
+    def _write(self, batch: list[_Item]) -> None:
+        try:
+            with write(self.engine) as conn:
+                now = self.clock()
+                kept = [inbox.record(conn, kind=i.kind, ref=i.ref, key=i.key, body=i.body, sign=i.sign, now=now)
+                        for i in batch]
+        except Exception as exc:  # noqa: BLE001 - whatever failed, every waiting request must hear of it
+            for item in batch:
+                item.result.set_exception(exc)
+            return
+        for item, (entry_id, _new, processed) in zip(batch, kept, strict=True):
+            item.result.set_result(Kept(entry_id, processed))
