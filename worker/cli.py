@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import click
 
+from .commands.bench import bench
 from .commands.demo import demo
 from .commands.keys import keys
 from .commands.merchant import order, pay, refund, tokens
@@ -24,8 +25,8 @@ def cli() -> None:
     """Checus payment worker: gateway client, simulator, receiver, workers and tools."""
 
 
-for command in (web, work, scheduler, sim, demo, pay, order, refund, tokens, status, anomalies, replay, reconcile,
-                keys, db):
+for command in (web, work, scheduler, sim, demo, bench, pay, order, refund, tokens, status, anomalies, replay,
+                reconcile, keys, db):
     cli.add_command(command)
 
 
