@@ -70,6 +70,8 @@ def _next_poll_if_open(rt: Runtime, conn: Connection, table: Any, terminal: froz
     if decision.to_state is None and str(decision.from_state) not in terminal:
         repo.schedule_poll(conn, table, record.id, rt.clock() + rt.timers.ladder(record.poll_count + 1),
                            count_poll=True)
+    elif decision.to_state is None:  # a terminal record answered (e.g. a contradiction confirmed): none owed
+        repo.schedule_poll(conn, table, record.id, None)
 
 
 def poll_order(rt: Runtime, order_id: int) -> str:

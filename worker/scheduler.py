@@ -28,7 +28,6 @@ from .bootstrap import Runtime
 from .store import inbox, outbox, repo
 from .store.db import write
 from .store.schema import orders, refunds
-from .transition import ORDER_TERMINAL, REFUND_TERMINAL
 
 log = structlog.get_logger("worker.scheduler")
 LEASE_KEY = "checus:scheduler:leader"
@@ -67,8 +66,9 @@ class Scheduler:
         now = self.rt.clock()
         claim = now + timedelta(seconds=self.rt.timers.poll_claim)
         with write(self.rt.engine) as conn:
-            due_orders = repo.due_polls(conn, orders, tuple(ORDER_TERMINAL), now=now, limit=self.batch)
-            due_refunds = repo.due_polls(conn, refunds, tuple(REFUND_TERMINAL), now=now, limit=self.batch)
+            # Terminal records too: one with a poll due owes a confirming query (see transition.poll_updates).
+            due_orders = repo.due_polls(conn, orders, (), now=now, limit=self.batch)
+            due_refunds = repo.due_polls(conn, refunds, (), now=now, limit=self.batch)
         for order_id in due_orders:
             self.rt.enqueuer.poll_order(order_id)
         for refund_id in due_refunds:
@@ -76,7 +76,9 @@ class Scheduler:
         with write(self.rt.engine) as conn:
             for table, ids in ((orders, due_orders), (refunds, due_refunds)):
                 if ids:
-                    conn.execute(table.update().where(table.c.id.in_(ids)).values(next_poll_at=claim))
+                    # Only rows still due: a poll that already ran keeps the next poll it decided.
+                    conn.execute(table.update().where(table.c.id.in_(ids), table.c.next_poll_at <= now)
+                                 .values(next_poll_at=claim))
         swept, events = self.sweep() if time.monotonic() - self._last_sweep >= self.sweep_every else (0, 0)
         return TickReport(leader=True, orders=len(due_orders), refunds=len(due_refunds), inbox=swept, events=events)
 

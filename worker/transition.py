@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -71,6 +72,8 @@ def refund_facts(refund: RefundRecord, out_trade_no: str) -> RefundFacts:
 
 def poll_updates(rt: Runtime, decision: Decision[Any], terminal: frozenset[str]) -> dict[str, Any]:
     if decision.to_state is None:
+        if any(isinstance(e, ConfirmByQuery) for e in decision.effects):  # the query owed outlives a crash
+            return {"next_poll_at": rt.clock() + timedelta(seconds=rt.timers.confirm_delay)}
         return {}
     if str(decision.to_state) in terminal:
         return {"next_poll_at": None}
@@ -168,8 +171,6 @@ def log_decision(decision: Decision[Any], entity: str, ref: str, source: str) ->
 def after_commit(rt: Runtime, entity: str, record_id: int, order_id: int, decision: Decision[Any]) -> None:
     """Start the effects that reach outside the store. Each is idempotent; losing one is healed
     by the scheduler (due polls, waiting refunds, undelivered events)."""
-    from datetime import timedelta
-
     for effect in decision.effects:
         if isinstance(effect, ConfirmByQuery):
             delay = timedelta(seconds=rt.timers.confirm_delay)

@@ -112,7 +112,7 @@ def new_order(rt: Runtime, no: str, *, state: str = "PENDING", next_poll_at: dat
 def test_scheduler_enqueues_only_due_non_terminal_polls_and_claims_them(runtime: Runtime) -> None:
     due = new_order(runtime, "DUE", next_poll_at=NOW - timedelta(seconds=1))
     new_order(runtime, "LATER", next_poll_at=NOW + timedelta(minutes=5))
-    new_order(runtime, "DONE", state="SUCCESS", next_poll_at=NOW - timedelta(seconds=1))
+    new_order(runtime, "DONE", state="SUCCESS", next_poll_at=None)  # terminal: polled only if a query is owed
     scheduler = Scheduler(runtime, sweep_every=3600)
     report = scheduler.tick()
     assert report.leader and report.orders == 1
