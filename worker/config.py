@@ -70,6 +70,24 @@ def _ops_token(env: Mapping[str, str]) -> str | None:
     return token
 
 
+def _stuck_after(env: Mapping[str, str], name: str) -> dict[str, float] | None:
+    """``STATE=seconds,...``: how long a payment or refund may stay in a state before it counts as stuck."""
+    raw = env.get(name)
+    if not raw:
+        return None
+    limits: dict[str, float] = {}
+    for part in raw.replace(" ", "").split(","):
+        state, _, seconds = part.partition("=")
+        try:
+            value = float(seconds)
+        except ValueError:
+            raise SettingsError(name, "must be STATE=seconds pairs, e.g. PENDING=90000,UNKNOWN=900") from None
+        if not state.replace("_", "").isalpha() or not state.isupper() or value <= 0:
+            raise SettingsError(name, "must be STATE=seconds pairs, e.g. PENDING=90000,UNKNOWN=900")
+        limits[state] = value
+    return limits
+
+
 def _webhook_secret(env: Mapping[str, str]) -> str | None:
     url, secret = env.get("CHECUS_EVENT_WEBHOOK_URL"), env.get("CHECUS_EVENT_WEBHOOK_SECRET")
     if url and not secret:
@@ -107,6 +125,7 @@ class Settings:
     event_webhook_url: str | None = None
     event_webhook_secret: str | None = field(default=None, repr=False)
     poll_ladder: tuple[float, ...] | None = None
+    stuck_after: dict[str, float] | None = None
     ops_token: str | None = field(default=None, repr=False)
     metrics_port: int | None = None
     receiver_host: str = "127.0.0.1"
@@ -128,6 +147,7 @@ class Settings:
             log_level=env.get("LOG_LEVEL", "INFO"),
             time_scale=_float(env, "CHECUS_TIME_SCALE", 1.0),
             poll_ladder=_ladder(env, "CHECUS_POLL_LADDER"),
+            stuck_after=_stuck_after(env, "CHECUS_STUCK_AFTER"),
             event_handler=env.get("CHECUS_EVENT_HANDLER") or None,
             event_webhook_url=env.get("CHECUS_EVENT_WEBHOOK_URL") or None,
             event_webhook_secret=_webhook_secret(env),

@@ -65,3 +65,11 @@ def test_poll_ladder_is_configurable() -> None:
     for bad in ("x", "0,5", "-1"):
         with pytest.raises(SettingsError, match=r"^CHECUS_POLL_LADDER"):
             Settings.from_env({"CHECUS_POLL_LADDER": bad})
+
+
+def test_stuck_limits_are_configurable() -> None:
+    assert Settings.from_env({"CHECUS_STUCK_AFTER": "PENDING=60, REFUND_PENDING=120"}).stuck_after == {
+        "PENDING": 60.0, "REFUND_PENDING": 120.0}
+    for bad in ("PENDING", "pending=5", "PENDING=-1", "PENDING=soon"):
+        with pytest.raises(SettingsError, match=r"^CHECUS_STUCK_AFTER"):
+            Settings.from_env({"CHECUS_STUCK_AFTER": bad})

@@ -18,8 +18,8 @@ def _setup(*, store_metrics: bool = False) -> None:
         from ..metrics import StoreCollector, serve_metrics
         from ..queueing import make_queue
 
-        collector = StoreCollector(rt.engine, rt.redis, queue_key=make_queue(rt.redis).key, clock=rt.clock) \
-            if store_metrics else None
+        collector = StoreCollector(rt.engine, rt.redis, queue_key=make_queue(rt.redis).key, clock=rt.clock,
+                                   age_limits=rt.settings.stuck_after) if store_metrics else None
         serve_metrics(rt.settings.metrics_port, store=collector)
 
 

@@ -72,7 +72,8 @@ def ops_routes(rt: Runtime, token: str) -> list[Route]:
     def overview_data() -> dict[str, Any]:
         now = rt.clock()
         with read(rt.engine) as conn:
-            data = {"counts": queries.counts_by_state(conn), "stuck": queries.stuck(conn, now=now),
+            data = {"counts": queries.counts_by_state(conn),
+                    "stuck": queries.stuck(conn, now=now, limits=queries.stuck_limits(rt.settings.stuck_after)),
                     "anomalies": queries.list_anomalies(conn)}
         return {**data, "system": snapshot(rt), "now": now}
 

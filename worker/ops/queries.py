@@ -11,8 +11,12 @@ from sqlalchemy.engine import Connection
 
 from ..store.schema import anomalies, orders, refunds
 
-STUCK_AFTER = {"CREATED": timedelta(minutes=5), "UNKNOWN": timedelta(minutes=15), "PENDING": timedelta(hours=25),
-               "REFUND_PENDING": timedelta(days=3)}
+
+def stuck_limits(seconds: dict[str, float] | None) -> dict[str, timedelta]:
+    """The configured limits (CHECUS_STUCK_AFTER), or the defaults the metrics use too."""
+    from ..metrics import AGE_LIMITS_SECONDS
+
+    return {state: timedelta(seconds=s) for state, s in (seconds or AGE_LIMITS_SECONDS).items()}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -72,7 +76,7 @@ class StuckRow:
 def stuck(conn: Connection, *, now: datetime, limits: dict[str, timedelta] | None = None) -> list[StuckRow]:
     """Open payments and refunds that have been in their state longer than the limit for it."""
     found: list[StuckRow] = []
-    for state, limit in (limits or STUCK_AFTER).items():
+    for state, limit in (limits or stuck_limits(None)).items():
         for entity, table, ref in (("payment", orders, orders.c.out_trade_no), ("refund", refunds,
                                                                              refunds.c.out_refund_no)):
             rows = conn.execute(sa.select(ref, table.c.updated_at).where(
