@@ -29,7 +29,7 @@ def storm_scale() -> float:
 
 
 def model_budget() -> tuple[int, int]:
-    """``CHECUS_MODEL_EXAMPLES`` / ``CHECUS_MODEL_STEPS`` for the Hypothesis model (CI: 100 x 30)."""
-    examples = int(os.environ.get("CHECUS_MODEL_EXAMPLES", "").strip() or 100)
+    """``CHECUS_MODEL_EXAMPLES`` / ``CHECUS_MODEL_STEPS`` for the Hypothesis model (CI: 80 x 30)."""
+    examples = int(os.environ.get("CHECUS_MODEL_EXAMPLES", "").strip() or 80)
     steps = int(os.environ.get("CHECUS_MODEL_STEPS", "").strip() or 30)
     return examples, steps

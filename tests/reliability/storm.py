@@ -568,6 +568,8 @@ def recovery_figures(watches: list[JobWatch]) -> dict[str, Any]:
         out[kind] = {
             "kills": len(mine), "with_job_in_flight": sum(1 for w in mine if w.job_id),
             "jobs_finished": len(done), "seconds_to_finish_max": round(max(done), 1) if done else None,
+            # the storm can be quiet before rq lets go of a dead worker's job (its work was done another way)
+            "still_held_by_rq_at_the_end": sum(1 for w in mine if w.job_id and w.done_s is None),
             "seconds_to_finish_median": round(done[len(done) // 2], 1) if done else None,
         }
     return out
