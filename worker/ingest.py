@@ -3,7 +3,7 @@
 Theory of operation. Checus retries a notification until it gets the ack, so the one rule
 is: acknowledge only what is durably kept. The order below makes that true:
 
-1. verify ``sign`` over the raw bytes (401 when missing or wrong) — nothing is parsed first;
+1. verify ``sign`` over the raw bytes (401 when missing, wrong or repeated) — nothing is parsed first;
 2. parse strictly and read the typed notification (400 when malformed or not ours);
 3. fast path: a Redis key for an already-kept fact acknowledges a duplicate in one round trip;
 4. write the raw body and its signature to the SQL inbox (unique on the fact), through one
@@ -19,7 +19,7 @@ the job defers it and matches it again later.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
@@ -59,6 +59,14 @@ class Verdict:
         if self.status == 200:
             return ACK_BODY
         return b'{"code":"FAIL","msg":"' + self.reason.encode() + b'"}'
+
+
+def sign_value(lines: Sequence[str]) -> str | None:
+    """The request's ``sign``: None without the header; several ``sign`` lines combine as HTTP
+    combines a repeated field (RFC 9110 §5.3, joined by ``", "``), a value no signature has.
+    So a request carrying two signatures is refused whichever one is genuine, rather than
+    judged on the first while a proxy in front may have read the last."""
+    return ", ".join(lines) if lines else None
 
 
 def seen_key(key: str) -> str:
