@@ -85,10 +85,12 @@ def submit_refund(rt: Runtime, refund_id: int) -> str:
                      currency=refund.currency, comments=refund.comments, refund_notify_url=rt.notify_url("refund"))
     event: RefundEvent
     refund_trade_no = None
+    answered: dict[str, str] = {}
     try:
         reply = rt.client.refund(request)
         crash_point("after_gateway_call")
-        event, refund_trade_no = RefundSubmitAccepted(status=reply.status.value), reply.refund_trade_no
+        answered = {"status": reply.status.value}
+        event, refund_trade_no = RefundSubmitAccepted(status=_submit_status(reply.status.value)), reply.refund_trade_no
     except DuplicateRequest:
         event = RefundSubmitDuplicate()
     except GatewayRejected as exc:
@@ -96,9 +98,18 @@ def submit_refund(rt: Runtime, refund_id: int) -> str:
     except OutcomeUnknown:
         event = RefundSubmitUnknown()
     updates = {"last_submit_at": rt.clock(), **({"refund_trade_no": refund_trade_no} if refund_trade_no else {})}
-    applied = change_refund(rt, refund.id, refund.order_id, lambda _r: event, source="api",
-                            evidence={"api": "refund", "answer": type(event).__name__}, updates=updates)
+    evidence = {"api": "refund", "answer": type(event).__name__, **answered}
+    applied = change_refund(rt, refund.id, refund.order_id, lambda _r: event, source="api", evidence=evidence,
+                            updates=updates)
     if isinstance(event, RefundSubmitRejected) and applied and applied.decision.to_state is None \
             and event.code in RETRY_LATER:
         rt.enqueuer.submit_refund(refund.id, delay=timedelta(seconds=rt.timers.refund_retry))
     return str(applied.decision.outcome) if applied else "missing"
+
+
+def _submit_status(status: str) -> str:
+    """The /refund answer as the refund table reads it. A resubmit with the same outRefundNo (its first
+    answer was lost with a crashed worker) is answered with the refund's *current* status, which may be
+    REFUND_SUCCESS by then: like a synchronous SUCCESS from /orderAndPay that is a hint, not a report, so
+    the refund is recorded accepted (REFUND_PENDING) and its poll or notification settles it."""
+    return "REFUND_PENDING" if status == "REFUND_SUCCESS" else status

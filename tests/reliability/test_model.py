@@ -256,10 +256,15 @@ class PaymentModel(RuleBasedStateMachine):
             _call(job)
 
     def _take_next_job(self) -> Job | None:
+        """The next job, gone from Redis as the crash matrix throws it away: the job *and its record*.
+        Only dropping its id from the queue would leave a record saying "queued" that no worker will ever
+        run, a state neither a real crash (rq keeps the job as started, then retries it) nor a Redis loss
+        (a prefix of the command stream) leaves behind, and under which every later enqueue of that job id
+        is a no-op."""
         queue = make_queue(self.world.stack.rt.redis)
         for job_id in queue.job_ids[:1]:
             job = Job.fetch(job_id, connection=self.world.stack.rt.redis, serializer=JSONSerializer)
-            queue.remove(job_id)
+            job.delete()
             return job
         return None
 

@@ -10,20 +10,22 @@ import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from rq.registry import ScheduledJobRegistry
 
-from worker import notifications
+from worker import notifications, refunding
 from worker.demo.stack import EmbeddedStack
 from worker.queueing import make_queue
 from worker.store.db import read
-from worker.store.repo import find_order
+from worker.store.repo import find_order, find_refund, history
 from worker.store.schema import anomalies, inbox
 
 from .crashes import SimulatedCrash, crash_at
 from .simctl import SimControl
+from .test_model import PaymentModel, World
 
 
 @pytest.fixture
@@ -160,3 +162,101 @@ def test_a_poll_faster_than_the_schedulers_claim_keeps_the_next_poll_it_decided(
     assert rows["REG_CLAIM_OPEN"] is not None
     assert rows["REG_CLAIM_OPEN"] - past > rt.timers.ladder(3) / 2  # the ladder's step 3, not the claim
     assert rows["REG_CLAIM_DONE"] is None and _state(stack, "REG_CLAIM_DONE") == "SUCCESS"
+
+
+@pytest.fixture
+def model(redis_url: str, tmp_path: Path) -> Iterator[PaymentModel]:
+    """The Hypothesis model's machine on a world of its own, for replaying a shrunk program step by step."""
+    world = World(tmp_path, redis_url)
+    PaymentModel.world = world
+    try:
+        yield PaymentModel()
+    finally:
+        world.stop()
+
+
+def _checked(state: PaymentModel) -> None:
+    state.states_are_legal_money_fits_and_finals_stay()
+    state.each_effect_happens_at_most_once_at_the_gateway()
+
+
+def test_model_program_a_refund_whose_submit_died_after_the_lock_while_queries_failed(model: PaymentModel) -> None:
+    """Found by a random exploration of the model (issue 4): "refund ...R.. is CREATED, the gateway says
+    REFUND_FAILED". The submit job died right after taking the lock (the gateway had accepted the refund,
+    nothing was recorded) while the query API was failing. The model's error, not the product's: it threw
+    the job away by taking its id off the queue only, leaving rq's record of it saying "queued", so every
+    later ``submit_refund`` of that refund (the poll asks for one every claim period) was deduplicated
+    against a job nobody would ever run. No real crash leaves that behind (rq keeps a dead worker's job as
+    started and retries it; a Redis loss keeps a prefix of the commands); the model now throws the whole job
+    away, as the crash matrix does, and the product resubmits: Checus replays REFUND_FAILED."""
+    state = model
+    state.fresh_world()
+    orders_0 = state.create_order(cents=2000, lost=False, outcome="SUCCESS", notify=True)
+    _checked(state)
+    paid_0 = state.merchant_waits_for_the_outcome(order=orders_0)
+    _checked(state)
+    refunds_0 = state.refund_a_paid_order(order=paid_0, share=50)
+    assert paid_0 == orders_0 and isinstance(refunds_0, str) and refunds_0 in state.refunds
+    _checked(state)
+    state.query_api_fails(on=True)
+    state.a_worker_dies_in_the_next_job(point="after_lock", nth=1)
+    _checked(state)
+    state.gateway_settles_refund(refund=refunds_0, status="REFUND_FAILED", notify=False)
+    state.time_passes(seconds=120.0)
+    state.run_all_jobs()
+    _checked(state)
+    state.teardown()  # quiesce: the store must equal the gateway
+    _checked(state)
+    assert state.final[refunds_0] == "REFUND_FAILED"
+
+
+def test_model_program_a_resubmitted_refund_checus_already_refunded(model: PaymentModel) -> None:
+    """Found by the model once it threw crashed jobs away whole: the same program, the gateway settling the
+    refund REFUND_SUCCESS. The resubmit (same outRefundNo) is answered with the refund's current status, and
+    ``RefundSubmitAccepted`` refuses REFUND_SUCCESS (a /refund call only answers PENDING or FAILED at once):
+    every submit job died with ValueError, and the refund stayed CREATED while Checus had paid it back."""
+    state = model
+    state.fresh_world()
+    orders_0 = state.create_order(cents=2000, lost=False, outcome="SUCCESS", notify=True)
+    paid_0 = state.merchant_waits_for_the_outcome(order=orders_0)
+    refunds_0 = state.refund_a_paid_order(order=paid_0, share=50)
+    assert paid_0 == orders_0 and isinstance(refunds_0, str) and refunds_0 in state.refunds
+    state.a_worker_dies_in_the_next_job(point="after_lock", nth=1)
+    _checked(state)
+    state.gateway_settles_refund(refund=refunds_0, status="REFUND_SUCCESS", notify=False)
+    state.run_all_jobs()
+    _checked(state)
+    state.teardown()
+    _checked(state)
+    assert state.final[refunds_0] == "REFUND_SUCCESS"
+
+
+def test_a_refund_resubmit_answered_with_refund_success_is_confirmed_by_query(stack: EmbeddedStack) -> None:
+    """The product half of the fix above, in-process: a submit whose worker died after the gateway took the
+    refund; Checus finishes it without a notification; the resubmit's answer (REFUND_SUCCESS, replayed)
+    records the refund accepted, and the poll confirms it: one creation at the gateway, a legal history."""
+    sim = SimControl(stack.sim.base_url)
+    stack.service.create_card_payment(out_trade_no="REG_REPLAY", amount=Decimal("20.00"), currency="USD",
+                                      user_id="u", subject="r", front_callback_url="https://shop.test/r")
+    assert sim.complete_order("REG_REPLAY", "SUCCESS") == 200
+    assert stack.settle(lambda: _state(stack, "REG_REPLAY") == "SUCCESS")
+    stack.service.refund("REG_REPLAY", Decimal("5.00"), out_refund_no="REG_REPLAY_R")
+    _forget_queued_jobs(stack)
+    refund = _refund(stack, "REG_REPLAY_R")
+    with crash_at("after_lock"), pytest.raises(SimulatedCrash):
+        refunding.submit_refund(stack.rt, refund.id)
+    assert sim.complete_refund("REG_REPLAY_R", "REFUND_SUCCESS", notify=False) == 200
+    assert refunding.submit_refund(stack.rt, refund.id) == "applied"
+    assert _refund(stack, "REG_REPLAY_R").state == "REFUND_PENDING"  # a replayed SUCCESS is a hint
+    assert stack.settle(lambda: _refund(stack, "REG_REPLAY_R").state == "REFUND_SUCCESS", timeout=15)
+    with read(stack.rt.engine) as conn:
+        steps = [(h.from_state, h.to_state, h.source) for h in history(conn, "refund", refund.id)]
+    assert steps == [("CREATED", "REFUND_PENDING", "api"), ("REFUND_PENDING", "REFUND_SUCCESS", "poll")]
+    assert sim.ledger()["refunds"].get("REG_REPLAY_R") == 1
+
+
+def _refund(stack: EmbeddedStack, no: str) -> Any:
+    with read(stack.rt.engine) as conn:
+        refund = find_refund(conn, no)
+    assert refund is not None
+    return refund
