@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from redis.asyncio import Redis as AsyncRedis
 from starlette.applications import Starlette
 
 from .bootstrap import Runtime, process_runtime
@@ -11,7 +12,7 @@ from .receiver import create_receiver
 
 def receiver_app(rt: Runtime) -> Starlette:
     ingestor = Ingestor(
-        verifier=rt.verifier, engine=rt.engine, redis=rt.redis, enqueuer=rt.enqueuer,
+        verifier=rt.verifier, engine=rt.engine, aredis=AsyncRedis.from_url(rt.settings.redis_url), enqueuer=rt.enqueuer,
         app_ids=frozenset({rt.settings.app_id}), merchant_nos=frozenset({rt.settings.merchant_no}), clock=rt.clock,
     )
     routes = []
