@@ -38,11 +38,7 @@ class Kept:
 
 @dataclass(frozen=True, slots=True)
 class _Item:
-    kind: str
-    ref: str
-    key: str
-    body: bytes
-    sign: str
+    entry: inbox.NewEntry
     result: Future[Kept]
 
 
@@ -67,7 +63,7 @@ class InboxWriter:
         holds no thread.
         """
         self._ensure_started()
-        item = _Item(kind, ref, key, body, sign, Future())
+        item = _Item(inbox.NewEntry(kind=kind, ref=ref, key=key, body=body, sign=sign), Future())
         self._queue.put(item)
         return item.result
 
@@ -91,15 +87,13 @@ class InboxWriter:
     def _write(self, batch: list[_Item]) -> None:
         try:
             with write(self.engine) as conn:
-                now = self.clock()
-                kept = [inbox.record(conn, kind=i.kind, ref=i.ref, key=i.key, body=i.body, sign=i.sign, now=now)
-                        for i in batch]
+                kept = inbox.record_many(conn, [i.entry for i in batch], now=self.clock())
         except Exception as exc:  # noqa: BLE001 - whatever failed, every waiting request must hear of it
             for item in batch:
                 with contextlib.suppress(InvalidStateError):
                     item.result.set_exception(exc)
             return
-        for item, (entry_id, _new, processed) in zip(batch, kept, strict=True):
+        for item, (entry_id, processed) in zip(batch, kept, strict=True):
             # A waiter that gave up (cancelled its future) was answered 503; its row is kept all the
             # same, and Checus's retry finds it. The writer thread must not die of that.
             with contextlib.suppress(InvalidStateError):
