@@ -223,3 +223,44 @@ def test_order_state_enum_matches_stored_values(engine: Engine) -> None:
     with read(engine) as conn:
         order = repo.get_order(conn, order_id)
     assert order is not None and OrderState(order.state) is OrderState.PENDING
+
+
+def _hold_write_lock(path: str) -> Any:
+    import sqlite3
+
+    blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    blocker.execute("BEGIN IMMEDIATE")
+    return blocker
+
+
+def test_a_sqlite_writer_waits_for_the_write_lock_and_gets_it(tmp_path: Any) -> None:
+    """Another connection holds SQLite's write lock; ``write`` polls for it and commits once it is free."""
+    engine = create_engine(f"sqlite:///{tmp_path / 's.db'}")
+    with write(engine) as conn:
+        conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+    blocker = _hold_write_lock(str(tmp_path / "s.db"))
+    release = threading.Timer(0.3, lambda: blocker.execute("COMMIT"))
+    release.start()
+    with write(engine) as conn:
+        conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+    release.join()
+    with read(engine) as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM t").scalar_one() == 1
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar_one() == 15000, "the busy timeout is restored"
+
+
+def test_a_sqlite_write_lock_held_past_the_busy_timeout_is_an_error(tmp_path: Any,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The wait is bounded: past the busy timeout the caller gets SQLAlchemy's OperationalError."""
+    monkeypatch.setattr("worker.store.db.SQLITE_BUSY_TIMEOUT_MS", 200)
+    engine = create_engine(f"sqlite:///{tmp_path / 's.db'}")
+    with write(engine) as conn:
+        conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+    blocker = _hold_write_lock(str(tmp_path / "s.db"))
+    with pytest.raises(sa.exc.OperationalError, match="locked"), write(engine) as conn:
+        conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+    blocker.execute("ROLLBACK")
+    with write(engine) as conn:  # the connection is usable again
+        conn.exec_driver_sql("INSERT INTO t VALUES (2)")
+    with read(engine) as conn:
+        assert conn.exec_driver_sql("SELECT x FROM t").scalars().all() == [2]
