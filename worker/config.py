@@ -50,6 +50,13 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _header_bytes(env: Mapping[str, str], name: str) -> int:
+    value = int(_float(env, name, 16 * 1024))
+    if value < 1024:
+        raise SettingsError(name, "must be at least 1024 (a request line and its headers)")
+    return value
+
+
 def _ladder(env: Mapping[str, str], name: str) -> tuple[float, ...] | None:
     raw = env.get(name)
     if not raw:
@@ -130,6 +137,9 @@ class Settings:
     metrics_port: int | None = None
     receiver_host: str = "127.0.0.1"
     receiver_port: int = 8080
+    receiver_header_timeout: float = 10.0
+    receiver_body_timeout: float = 10.0
+    receiver_max_header_bytes: int = 16 * 1024
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -155,6 +165,9 @@ class Settings:
             metrics_port=int(_float(env, "CHECUS_METRICS_PORT", 0)) or None,
             receiver_host=env.get("CHECUS_RECEIVER_HOST", "127.0.0.1"),
             receiver_port=int(_float(env, "CHECUS_RECEIVER_PORT", 8080)),
+            receiver_header_timeout=_float(env, "CHECUS_RECEIVER_HEADER_TIMEOUT", 10.0),
+            receiver_body_timeout=_float(env, "CHECUS_RECEIVER_BODY_TIMEOUT", 10.0),
+            receiver_max_header_bytes=_header_bytes(env, "CHECUS_RECEIVER_MAX_HEADER_BYTES"),
         )
 
     def require(self, *names: str) -> None:

@@ -3,7 +3,7 @@
 Theory of operation. Checus retries a notification until it gets the ack, so the one rule
 is: acknowledge only what is durably kept. The order below makes that true:
 
-1. verify ``sign`` over the raw bytes (401 when missing or wrong) — nothing is parsed first;
+1. verify ``sign`` over the raw bytes (401 when missing, wrong or repeated) — nothing is parsed first;
 2. parse strictly and read the typed notification (400 when malformed or not ours);
 3. fast path: a Redis key for an already-kept fact acknowledges a duplicate in one round trip;
 4. write the raw body and its signature to the SQL inbox (unique on the fact), through one
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -77,6 +77,14 @@ if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 1 end
 redis.call('SET', KEYS[2], '1', 'EX', ARGV[2])
 return 0
 """
+
+
+def sign_value(lines: Sequence[str]) -> str | None:
+    """The request's ``sign``: None without the header; several ``sign`` lines combine as HTTP
+    combines a repeated field (RFC 9110 §5.3, joined by ``", "``), a value no signature has.
+    So a request carrying two signatures is refused whichever one is genuine, rather than
+    judged on the first while a proxy in front may have read the last."""
+    return ", ".join(lines) if lines else None
 
 
 def seen_key(key: str) -> str:

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from .ingest import Ingestor, Kind
+from .ingest import Ingestor, Kind, sign_value
 from .store.db import read
 
 MAX_BODY = 64 * 1024
@@ -66,7 +66,7 @@ def notification_endpoint(ingestor: Ingestor, kind: Kind) -> Callable[[Request],
             body = await read_bounded(request)
         except BodyTooLarge:
             return _refuse_unread(413, b'{"code":"FAIL","msg":"too_large"}')
-        verdict = await ingestor.ingest(kind, body, request.headers.get("sign"))
+        verdict = await ingestor.ingest(kind, body, sign_value(request.headers.getlist("sign")))
         return _json(verdict.status, verdict.body)
 
     return endpoint

@@ -1,16 +1,20 @@
-"""The receiver's ASGI application, built from a runtime (``checus-worker web`` serves it)."""
+"""The receiver's ASGI application and its server options, built from a runtime (``checus-worker web`` serves it)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from redis.asyncio import Redis as AsyncRedis
-from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
 from .bootstrap import Runtime, process_runtime
+from .config import Settings
 from .ingest import Ingestor
 from .receiver import create_receiver
+from .slow_clients import BodyDeadline, ClientLimits, guarded_protocol
 
 
-def receiver_app(rt: Runtime) -> Starlette:
+def receiver_app(rt: Runtime) -> ASGIApp:
     ingestor = Ingestor(
         verifier=rt.verifier, engine=rt.engine, aredis=AsyncRedis.from_url(rt.settings.redis_url), enqueuer=rt.enqueuer,
         app_ids=frozenset({rt.settings.app_id}), merchant_nos=frozenset({rt.settings.merchant_no}), clock=rt.clock,
@@ -20,9 +24,23 @@ def receiver_app(rt: Runtime) -> Starlette:
         from .ops.page import ops_routes
 
         routes = ops_routes(rt, rt.settings.ops_token)
-    return create_receiver(ingestor, engine=rt.engine, redis=rt.redis, extra_routes=routes)
+    app = create_receiver(ingestor, engine=rt.engine, redis=rt.redis, extra_routes=routes)
+    return BodyDeadline(app, seconds=rt.settings.receiver_body_timeout)
 
 
-def app_factory() -> Starlette:
-    """For ``uvicorn --factory worker.web:app_factory``."""
+def client_limits(settings: Settings) -> ClientLimits:
+    return ClientLimits(header_timeout=settings.receiver_header_timeout,
+                        max_header_bytes=settings.receiver_max_header_bytes)
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's options for the receiver (besides host and port): httptools guarded against slow and
+    large clients (``slow_clients``), 5 s keep-alive, at most 1,000 connections (503 past them)."""
+    return {"http": guarded_protocol(client_limits(settings)), "timeout_keep_alive": 5, "limit_concurrency": 1000,
+            "log_config": None, "access_log": False}
+
+
+def app_factory() -> ASGIApp:
+    """For ``uvicorn --factory worker.web:app_factory --http worker.slow_clients:GuardedHttpToolsProtocol``
+    (default limits); ``checus-worker web`` applies the configured ones."""
     return receiver_app(process_runtime())

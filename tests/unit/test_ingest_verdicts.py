@@ -108,7 +108,8 @@ def test_a_notification_for_another_merchant_is_400_not_ours(platform_keys: Port
     body = note()
     body[field] = "SOMEONE_ELSE"
     raw = dumps(body)
-    assert asyncio.run(ingestor(platform_keys).ingest("payment", raw, sign(platform_keys, raw))) == Verdict(400, "not_ours")
+    verdict = asyncio.run(ingestor(platform_keys).ingest("payment", raw, sign(platform_keys, raw)))
+    assert verdict == Verdict(400, "not_ours")
 
 
 def test_the_dedupe_key_names_the_fact_not_the_delivery() -> None:

@@ -30,13 +30,13 @@ def web(host: str | None, port: int | None) -> None:
     """Run the notification receiver (POST /checus/notify/payment and /checus/notify/refund)."""
     import uvicorn
 
-    from ..web import receiver_app
+    from ..web import receiver_app, server_options
 
     _setup(store_metrics=True)
     rt = process_runtime()
     rt.verifier  # noqa: B018 - load the platform keys now: a bad key fails at start, not on the first request
     uvicorn.run(receiver_app(rt), host=host or rt.settings.receiver_host, port=port or rt.settings.receiver_port,
-                log_config=None, access_log=False, timeout_keep_alive=5, limit_concurrency=1000)
+                **server_options(rt.settings))
 
 
 @click.command()

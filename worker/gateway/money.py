@@ -12,7 +12,7 @@ money silently is how a refund ends up a cent above what was paid.
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal, InvalidOperation
 from functools import lru_cache
 
 from babel.numbers import get_currency_precision, list_currencies
@@ -76,7 +76,8 @@ def parse_amount(value: object, currency: str, *, allow_zero: bool = False) -> D
     number = to_decimal(value)
     if number < 0 or (number == 0 and not allow_zero):
         raise AmountError("amount must be positive")
-    _sign, digits, exp = number.normalize().as_tuple()
+    exact = Context(prec=max(len(number.as_tuple().digits), 1), Emax=MAX_EMAX, Emin=MIN_EMIN)  # never rounds
+    _sign, digits, exp = number.normalize(exact).as_tuple()
     if isinstance(exp, int) and -exp > exponent:
         raise AmountError(f"{currency} allows {exponent} decimal places")
     if len(digits) + max(exp if isinstance(exp, int) else 0, 0) > MAX_DIGITS:

@@ -2,12 +2,15 @@
 
 Encoding is compact and keeps ``Decimal`` exact (amounts leave as JSON numbers, never via
 float). Decoding reads numbers with a fraction as ``Decimal``, refuses ``NaN``/``Infinity``
-and duplicate keys (a signed body with two values for one key means two things), and
-returns plain Python values for the typed readers in ``models``.
+and duplicate keys (a signed body with two values for one key means two things), numbers
+``Decimal`` cannot hold, escaped lone surrogates (not text: they cannot be stored or logged)
+and nesting deeper than ``MAX_DEPTH`` (so the same bytes parse the same at any stack depth,
+in the receiver and in a worker), and returns plain Python values for the typed readers.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -15,6 +18,9 @@ from typing import Any
 import simplejson
 
 ACK_BODY = b'{"code":"SUCCESS","msg":"Success"}'
+MAX_DEPTH = 64  # a notification nests 6 levels deep
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class WireFormatError(ValueError):
@@ -52,11 +58,28 @@ def loads_object(body: bytes) -> dict[str, Any]:
         )
     except WireFormatError:
         raise
-    except (UnicodeDecodeError, simplejson.JSONDecodeError, RecursionError, ValueError) as exc:
+    except (UnicodeDecodeError, simplejson.JSONDecodeError, RecursionError, ValueError, ArithmeticError) as exc:
         raise WireFormatError(f"body is not valid JSON: {type(exc).__name__}") from None
     if not isinstance(value, dict):
         raise WireFormatError("body is not a JSON object")
+    if body.count(b"[") + body.count(b"{") > MAX_DEPTH or _SURROGATE_ESCAPE.search(body):
+        _check_shape(value)
     return value
+
+
+def _check_shape(value: object) -> None:
+    """Refuse nesting past ``MAX_DEPTH`` and lone surrogates (iteratively: no recursion limit)."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                raise WireFormatError("a string holds a lone surrogate")
+        elif isinstance(item, dict | list):
+            if depth > MAX_DEPTH:
+                raise WireFormatError(f"nested deeper than {MAX_DEPTH}")
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
 
 
 def format_time(moment: datetime) -> str:
