@@ -13,10 +13,11 @@ commits just the same.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -37,11 +38,7 @@ class Kept:
 
 @dataclass(frozen=True, slots=True)
 class _Item:
-    kind: str
-    ref: str
-    key: str
-    body: bytes
-    sign: str
+    entry: inbox.NewEntry
     result: Future[Kept]
 
 
@@ -57,10 +54,18 @@ class InboxWriter:
 
     def record(self, *, kind: str, ref: str, key: str, body: bytes, sign: str) -> Kept:
         """Block until the notification is committed (or raise what the commit raised)."""
+        return self.submit(kind=kind, ref=ref, key=key, body=body, sign=sign).result(timeout=WAIT_SECONDS)
+
+    def submit(self, *, kind: str, ref: str, key: str, body: bytes, sign: str) -> Future[Kept]:
+        """Queue the notification; the future resolves once it is committed (or the commit failed).
+
+        The receiver awaits this future on its event loop, so a request waiting for the commit
+        holds no thread.
+        """
         self._ensure_started()
-        item = _Item(kind, ref, key, body, sign, Future())
+        item = _Item(inbox.NewEntry(kind=kind, ref=ref, key=key, body=body, sign=sign), Future())
         self._queue.put(item)
-        return item.result.result(timeout=WAIT_SECONDS)
+        return item.result
 
     def _ensure_started(self) -> None:
         if not self._started:
@@ -82,12 +87,14 @@ class InboxWriter:
     def _write(self, batch: list[_Item]) -> None:
         try:
             with write(self.engine) as conn:
-                now = self.clock()
-                kept = [inbox.record(conn, kind=i.kind, ref=i.ref, key=i.key, body=i.body, sign=i.sign, now=now)
-                        for i in batch]
+                kept = inbox.record_many(conn, [i.entry for i in batch], now=self.clock())
         except Exception as exc:  # noqa: BLE001 - whatever failed, every waiting request must hear of it
             for item in batch:
-                item.result.set_exception(exc)
+                with contextlib.suppress(InvalidStateError):
+                    item.result.set_exception(exc)
             return
-        for item, (entry_id, _new, processed) in zip(batch, kept, strict=True):
-            item.result.set_result(Kept(entry_id, processed))
+        for item, (entry_id, processed) in zip(batch, kept, strict=True):
+            # A waiter that gave up (cancelled its future) was answered 503; its row is kept all the
+            # same, and Checus's retry finds it. The writer thread must not die of that.
+            with contextlib.suppress(InvalidStateError):
+                item.result.set_result(Kept(entry_id, processed))

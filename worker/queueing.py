@@ -8,11 +8,13 @@ lost work back. Arguments are ids only; the job loads everything else from the s
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from datetime import timedelta
 from typing import Any
 
 from redis import Redis
+from redis.exceptions import RedisError
 from rq import Queue, Retry
 from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
@@ -24,10 +26,17 @@ RESULT_TTL = 0  # a finished job is deleted at once, so its id can be used again
 FAILURE_TTL = 7 * 24 * 3600  # keep failures for a week, not rq's default year
 RETRY = Retry(max=5, interval=[1, 5, 30, 120, 600])
 WAKE_TTL_SECONDS = 60  # a wake-up whose enqueue was lost (Redis died mid-way) blocks the next one this long
+APPLY_PENDING = "worker.jobs.apply_pending"
 
 
 def wake_key(name: str) -> str:
     return f"checus:wake:{name}"
+
+
+def apply_wake_name(shard: int) -> str:
+    return f"apply-shard-{shard}"
+
+
 _PENDING = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
 
 
@@ -101,13 +110,30 @@ class Enqueuer:
         """
         if not self.queue.connection.set(wake_key(name), 1, nx=True, ex=WAKE_TTL_SECONDS):
             return None
-        return self.submit(func, *args, job_id=f"{name}-{uuid.uuid4().hex[:16]}")
+        return self.start_woken(name, func, *args)
+
+    def start_woken(self, name: str, func: str, *args: int | str) -> str:
+        """Enqueue the job of a wake-up whose flag the caller has just set.
+
+        If the enqueue fails, the flag is dropped (best effort) so that the next request enqueues
+        instead of trusting a job that does not exist; the caller's failure is raised.
+        """
+        try:
+            return self.submit(func, *args, job_id=f"{name}-{uuid.uuid4().hex[:16]}")
+        except RedisError:
+            with contextlib.suppress(RedisError):
+                self.queue.connection.delete(wake_key(name))
+            raise
 
     def woken(self, name: str) -> None:
         self.queue.connection.delete(wake_key(name))
 
     def apply_pending(self, shard: int) -> str | None:
-        return self.wake(f"apply-shard-{shard}", "worker.jobs.apply_pending", shard)
+        return self.wake(apply_wake_name(shard), APPLY_PENDING, shard)
+
+    def start_apply_pending(self, shard: int) -> str:
+        """``apply_pending`` for a caller that has set the shard's wake flag itself (the receiver)."""
+        return self.start_woken(apply_wake_name(shard), APPLY_PENDING, shard)
 
     def deliver_events(self) -> str | None:
         return self.wake("deliver-events", "worker.jobs.deliver_events")

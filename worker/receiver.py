@@ -1,13 +1,14 @@
 """The webhook receiver (``checus-worker web``): HTTP edge only, the logic lives in ``ingest``.
 
 It bounds what it reads (413 past ``MAX_BODY`` without reading further), refuses what is not
-JSON (415), hands the raw bytes and the ``sign`` header to the ``Ingestor`` on a worker
-thread, and answers with its verdict. ``/healthz`` reports whether the store and Redis answer.
+JSON (415), hands the raw bytes and the ``sign`` header to the ``Ingestor`` (on the event
+loop: its I/O is awaited) and answers with its verdict. ``/healthz`` reports whether the store and Redis answer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import sqlalchemy as sa
 from redis import Redis
@@ -65,8 +66,7 @@ def notification_endpoint(ingestor: Ingestor, kind: Kind) -> Callable[[Request],
             body = await read_bounded(request)
         except BodyTooLarge:
             return _refuse_unread(413, b'{"code":"FAIL","msg":"too_large"}')
-        sign = sign_value(request.headers.getlist("sign"))
-        verdict = await run_in_threadpool(ingestor.ingest, kind, body, sign)
+        verdict = await ingestor.ingest(kind, body, sign_value(request.headers.getlist("sign")))
         return _json(verdict.status, verdict.body)
 
     return endpoint
@@ -96,7 +96,12 @@ def health_endpoint(engine: Engine, redis: Redis) -> Callable[[Request], object]
 
 def create_receiver(ingestor: Ingestor, *, engine: Engine, redis: Redis,
                     extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
-    return Starlette(routes=[
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        yield
+        await ingestor.aredis.aclose()  # its connections belong to this event loop
+
+    return Starlette(lifespan=lifespan, routes=[
         Route(PAYMENT_PATH, notification_endpoint(ingestor, "payment"), methods=["POST"]),
         Route(REFUND_PATH, notification_endpoint(ingestor, "refund"), methods=["POST"]),
         Route("/healthz", health_endpoint(engine, redis), methods=["GET"]),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from redis.asyncio import Redis as AsyncRedis
 from starlette.types import ASGIApp
 
 from .bootstrap import Runtime, process_runtime
@@ -15,7 +16,7 @@ from .slow_clients import BodyDeadline, ClientLimits, guarded_protocol
 
 def receiver_app(rt: Runtime) -> ASGIApp:
     ingestor = Ingestor(
-        verifier=rt.verifier, engine=rt.engine, redis=rt.redis, enqueuer=rt.enqueuer,
+        verifier=rt.verifier, engine=rt.engine, aredis=AsyncRedis.from_url(rt.settings.redis_url), enqueuer=rt.enqueuer,
         app_ids=frozenset({rt.settings.app_id}), merchant_nos=frozenset({rt.settings.merchant_no}), clock=rt.clock,
     )
     routes = []

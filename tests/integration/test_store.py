@@ -19,6 +19,7 @@ from worker.store.migrate import current, upgrade
 from worker.store.records import OrderRecord
 from worker.store.repo import RefundRefused
 from worker.store.schema import anomalies, transitions
+from worker.store.schema import inbox as inbox_table
 from worker.transition import order_facts
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -196,8 +197,70 @@ def test_inbox_dedupes_on_the_fact(engine: Engine) -> None:
     assert first[1] is True and second[1] is False and first[0] == second[0]
 
 
+def test_inbox_batches_keep_each_fact_once_and_say_what_was_processed(engine: Engine) -> None:
+    """The receiver's group commit: a fact repeated within the batch and one kept earlier share a row."""
+    from worker.store import inbox
+
+    def entry(ref: str, key: str) -> inbox.NewEntry:
+        return inbox.NewEntry(kind="payment", ref=ref, key=key, body=b"{}", sign="x")
+
+    with write(engine) as conn:
+        old_id, _, _ = inbox.record(conn, kind="payment", ref="B0", key="k0", body=b"{}", sign="x", now=NOW)
+        inbox.mark_processed(conn, old_id, outcome="applied", now=NOW)
+        kept = inbox.record_many(conn, [entry("B1", "k1"), entry("B0", "k0"), entry("B2", "k2"), entry("B1", "k1")],
+                                 now=NOW)
+    ids = [entry_id for entry_id, _ in kept]
+    assert [processed for _, processed in kept] == [False, True, False, False]
+    assert ids[1] == old_id and ids[0] == ids[3] and len({ids[0], ids[1], ids[2]}) == 3
+    with read(engine) as conn:
+        rows = conn.execute(sa.select(inbox_table.c.dedupe_key, inbox_table.c.shard)).all()
+    assert sorted(r.dedupe_key for r in rows) == ["k0", "k1", "k2"]
+    assert {r.dedupe_key: r.shard for r in rows}["k2"] == inbox.shard_of("B2")
+
+
 def test_order_state_enum_matches_stored_values(engine: Engine) -> None:
     order_id = new_order(engine)
     with read(engine) as conn:
         order = repo.get_order(conn, order_id)
     assert order is not None and OrderState(order.state) is OrderState.PENDING
+
+
+def _hold_write_lock(path: str) -> Any:
+    import sqlite3
+
+    blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    blocker.execute("BEGIN IMMEDIATE")
+    return blocker
+
+
+def test_a_sqlite_writer_waits_for_the_write_lock_and_gets_it(tmp_path: Any) -> None:
+    """Another connection holds SQLite's write lock; ``write`` polls for it and commits once it is free."""
+    engine = create_engine(f"sqlite:///{tmp_path / 's.db'}")
+    with write(engine) as conn:
+        conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+    blocker = _hold_write_lock(str(tmp_path / "s.db"))
+    release = threading.Timer(0.3, lambda: blocker.execute("COMMIT"))
+    release.start()
+    with write(engine) as conn:
+        conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+    release.join()
+    with read(engine) as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM t").scalar_one() == 1
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar_one() == 15000, "the busy timeout is restored"
+
+
+def test_a_sqlite_write_lock_held_past_the_busy_timeout_is_an_error(tmp_path: Any,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The wait is bounded: past the busy timeout the caller gets SQLAlchemy's OperationalError."""
+    monkeypatch.setattr("worker.store.db.SQLITE_BUSY_TIMEOUT_MS", 200)
+    engine = create_engine(f"sqlite:///{tmp_path / 's.db'}")
+    with write(engine) as conn:
+        conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+    blocker = _hold_write_lock(str(tmp_path / "s.db"))
+    with pytest.raises(sa.exc.OperationalError, match="locked"), write(engine) as conn:
+        conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+    blocker.execute("ROLLBACK")
+    with write(engine) as conn:  # the connection is usable again
+        conn.exec_driver_sql("INSERT INTO t VALUES (2)")
+    with read(engine) as conn:
+        assert conn.exec_driver_sql("SELECT x FROM t").scalars().all() == [2]

@@ -105,7 +105,8 @@ class Expected:
 
 
 def strict_json(raw: bytes) -> Any:
-    """Row 5: one JSON text, UTF-8, no duplicate keys, no NaN/Infinity, Unicode strings only, bounded depth."""
+    """Row 5: one JSON text, UTF-8, no duplicate keys, no NaN/Infinity, Unicode strings only (no lone
+    surrogate, no NUL: neither can be stored), bounded depth."""
     def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         if len({k for k, _ in pairs}) != len(pairs):
             raise Refused("malformed")
@@ -122,7 +123,7 @@ def strict_json(raw: bytes) -> Any:
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
-        if isinstance(item, str) and re.search("[\ud800-\udfff]", item):
+        if isinstance(item, str) and re.search("[\x00\ud800-\udfff]", item):
             raise Refused("malformed")
         if isinstance(item, dict | list):
             if depth > MAX_DEPTH:

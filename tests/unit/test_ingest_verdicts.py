@@ -9,13 +9,14 @@ bodies (the exact ack; refusals that never echo the input).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
 
 import pytest
-from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
 from sqlalchemy.engine import Engine
 
 from worker.gateway.signing import PortalKeyPair, Signer, Verifier
@@ -44,7 +45,7 @@ class Tripwire:
 
 def ingestor(platform: PortalKeyPair) -> Ingestor:
     return Ingestor(verifier=Verifier.from_values([platform.public_key], setting="test"),
-                    engine=cast(Engine, Tripwire("engine")), redis=cast(Redis, Tripwire("redis")),
+                    engine=cast(Engine, Tripwire("engine")), aredis=cast(AsyncRedis, Tripwire("redis")),
                     enqueuer=cast(Enqueuer, Tripwire("enqueuer")), app_ids=frozenset({APP_ID}),
                     merchant_nos=frozenset({MERCHANT_NO}), clock=lambda: NOW)
 
@@ -81,7 +82,7 @@ def test_refusals_never_touch_redis_the_store_or_the_queue(
         platform_keys: PortalKeyPair, other_keys: PortalKeyPair, make: Any, status: int, reason: str) -> None:
     """401/400 are decided from bytes, sign and clock alone."""
     body, signature = make(platform_keys, other_keys)
-    assert ingestor(platform_keys).ingest("payment", body, signature) == Verdict(status, reason)
+    assert asyncio.run(ingestor(platform_keys).ingest("payment", body, signature)) == Verdict(status, reason)
 
 
 @pytest.mark.parametrize(("age", "fresh"), [
@@ -95,10 +96,10 @@ def test_the_freshness_window_is_48_hours_back_and_5_minutes_ahead_inclusive(
     raw = dumps(note(notify_time=NOW - age))
     if fresh:
         with pytest.raises(Touched, match="redis"):
-            ingestor(platform_keys).ingest("payment", raw, sign(platform_keys, raw))
+            asyncio.run(ingestor(platform_keys).ingest("payment", raw, sign(platform_keys, raw)))
     else:  # stale: refused (the 400 is checked over HTTP), and only the store is read, to poll the order (row 8)
         with pytest.raises(Touched, match="engine"):
-            ingestor(platform_keys).ingest("payment", raw, sign(platform_keys, raw))
+            asyncio.run(ingestor(platform_keys).ingest("payment", raw, sign(platform_keys, raw)))
 
 
 @pytest.mark.parametrize("field", ["appId", "merchantNo"])
@@ -107,7 +108,8 @@ def test_a_notification_for_another_merchant_is_400_not_ours(platform_keys: Port
     body = note()
     body[field] = "SOMEONE_ELSE"
     raw = dumps(body)
-    assert ingestor(platform_keys).ingest("payment", raw, sign(platform_keys, raw)) == Verdict(400, "not_ours")
+    verdict = asyncio.run(ingestor(platform_keys).ingest("payment", raw, sign(platform_keys, raw)))
+    assert verdict == Verdict(400, "not_ours")
 
 
 def test_the_dedupe_key_names_the_fact_not_the_delivery() -> None:

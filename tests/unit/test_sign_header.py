@@ -14,6 +14,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
 
 from worker.gateway.signing import PortalKeyPair, Signer, Verifier
 from worker.ingest import Ingestor, Kind, Verdict, sign_value
@@ -54,8 +55,9 @@ class Recorder:
 
     def __init__(self) -> None:
         self.signs: list[str | None] = []
+        self.aredis = AsyncRedis()  # never connected; the receiver closes it at shutdown
 
-    def ingest(self, _kind: Kind, _body: bytes, sign: str | None) -> Verdict:
+    async def ingest(self, _kind: Kind, _body: bytes, sign: str | None) -> Verdict:
         self.signs.append(sign)
         return Verdict(401, "bad_signature")
 

@@ -37,14 +37,19 @@ def hello_app() -> Starlette:
 
 def main(argv: list[str] | None = None) -> None:
     """Serve with the exact uvicorn options ``checus-worker web`` uses (see ``commands/roles.py``)."""
+    import os
+
     import uvicorn
+
+    from ..config import Settings
+    from ..web import server_options
 
     parser = argparse.ArgumentParser(prog="python -m worker.bench.hello")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
-    uvicorn.run(hello_app(), host=args.host, port=args.port, log_config=None, access_log=False,
-                timeout_keep_alive=5, limit_concurrency=1000, log_level="warning")
+    uvicorn.run(hello_app(), host=args.host, port=args.port, log_level="warning",
+                **server_options(Settings.from_env(os.environ)))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 Encoding is compact and keeps ``Decimal`` exact (amounts leave as JSON numbers, never via
 float). Decoding reads numbers with a fraction as ``Decimal``, refuses ``NaN``/``Infinity``
 and duplicate keys (a signed body with two values for one key means two things), numbers
-``Decimal`` cannot hold, escaped lone surrogates (not text: they cannot be stored or logged)
+``Decimal`` cannot hold, escaped lone surrogates and NUL (they cannot be stored or logged)
 and nesting deeper than ``MAX_DEPTH`` (so the same bytes parse the same at any stack depth,
 in the receiver and in a worker), and returns plain Python values for the typed readers.
 """
@@ -19,8 +19,8 @@ import simplejson
 
 ACK_BODY = b'{"code":"SUCCESS","msg":"Success"}'
 MAX_DEPTH = 64  # a notification nests 6 levels deep
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
-_SURROGATE = re.compile("[\ud800-\udfff]")
+_UNSTORABLE_ESCAPE = re.compile(rb"\\u(?:[dD][89a-fA-F]|0000)")
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 class WireFormatError(ValueError):
@@ -62,19 +62,20 @@ def loads_object(body: bytes) -> dict[str, Any]:
         raise WireFormatError(f"body is not valid JSON: {type(exc).__name__}") from None
     if not isinstance(value, dict):
         raise WireFormatError("body is not a JSON object")
-    if body.count(b"[") + body.count(b"{") > MAX_DEPTH or _SURROGATE_ESCAPE.search(body):
+    if body.count(b"[") + body.count(b"{") > MAX_DEPTH or _UNSTORABLE_ESCAPE.search(body):
         _check_shape(value)
     return value
 
 
 def _check_shape(value: object) -> None:
-    """Refuse nesting past ``MAX_DEPTH`` and lone surrogates (iteratively: no recursion limit)."""
+    """Refuse nesting past ``MAX_DEPTH``, lone surrogates and NUL (PostgreSQL's text cannot hold it),
+    iteratively: no recursion limit."""
     stack: list[tuple[object, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
         if isinstance(item, str):
-            if _SURROGATE.search(item):
-                raise WireFormatError("a string holds a lone surrogate")
+            if _UNSTORABLE.search(item):
+                raise WireFormatError("a string holds a lone surrogate or NUL")
         elif isinstance(item, dict | list):
             if depth > MAX_DEPTH:
                 raise WireFormatError(f"nested deeper than {MAX_DEPTH}")

@@ -3,12 +3,14 @@
 SQLite: WAL so readers never block the writer, ``synchronous=FULL`` so a commit that was
 acknowledged survives a power cut, a busy timeout so concurrent workers wait instead of
 failing, and ``BEGIN IMMEDIATE`` for write transactions so two writers never deadlock on a
-lock upgrade. PostgreSQL: READ COMMITTED; the compare-and-set ``UPDATE ... WHERE version``
-is what serializes writers (a second writer blocks on the row, then matches nothing).
+lock upgrade (the write lock itself is waited for by polling, see ``_begin_immediate``).
+PostgreSQL: READ COMMITTED; the compare-and-set ``UPDATE ... WHERE version`` is what
+serializes writers (a second writer blocks on the row, then matches nothing).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -18,6 +20,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
 SQLITE_BUSY_TIMEOUT_MS = 15000
+LOCK_POLL_SECONDS = 0.0005
 
 
 def normalize_url(url: str) -> str:
@@ -50,8 +53,35 @@ def _sqlite_hooks(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        readonly = conn.get_execution_options().get("readonly", False)
-        conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+        if conn.get_execution_options().get("readonly", False):
+            conn.exec_driver_sql("BEGIN")
+        else:
+            _begin_immediate(conn)
+
+
+def _begin_immediate(conn: Connection) -> None:
+    """``BEGIN IMMEDIATE``, waiting for the write lock by polling it every ``LOCK_POLL_SECONDS``.
+
+    Why not SQLite's busy handler: it sleeps in growing steps (1, 2, 5 ... 25, 50, 100 ms), so
+    under steady contention (the receiver's group commit and the workers' batches, each holding
+    the lock a few ms) a waiter sleeping 50-100 ms misses the gaps between the others'
+    transactions, and every request waiting on the receiver's commit waits with it (measured:
+    ingest p50 144 ms at 250 notifications/s). A failed attempt costs a few µs; the total wait
+    is bounded by the same busy timeout.
+    """
+    conn.exec_driver_sql("PRAGMA busy_timeout=0")
+    try:
+        deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                return
+            except sa.exc.OperationalError as exc:
+                if "locked" not in str(exc.orig) or time.monotonic() > deadline:
+                    raise
+            time.sleep(LOCK_POLL_SECONDS)
+    finally:
+        conn.exec_driver_sql(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
 
 
 @contextmanager
