@@ -180,10 +180,13 @@ def _checked(state: PaymentModel) -> None:
     state.each_effect_happens_at_most_once_at_the_gateway()
 
 
-def test_model_program_a_refund_whose_submit_died_after_the_lock_while_queries_failed(model: PaymentModel) -> None:
-    """Found by a random exploration of the model (issue 4): "refund ...R.. is CREATED, the gateway says
-    REFUND_FAILED". The submit job died right after taking the lock (the gateway had accepted the refund,
-    nothing was recorded) while the query API was failing. The model's error, not the product's: it threw
+@pytest.mark.parametrize("point", ["after_lock", "after_outbox", "after_gateway_call"])
+def test_model_program_a_refund_whose_submit_died_while_queries_failed(model: PaymentModel, point: str) -> None:
+    """Found by random explorations of the model (issue 4): "refund ...R.. is CREATED, the gateway says
+    REFUND_FAILED" (a submit dying at ``after_lock``), and again with seed 3239625348 at 300 x 40 ("...
+    the gateway says REFUND_SUCCESS", a submit dying at ``after_outbox``; 34 steps after an unfinished
+    shrink, this is its core). The submit job died after the gateway had accepted the refund and before
+    anything was recorded, while the query API was failing. The model's error, not the product's: it threw
     the job away by taking its id off the queue only, leaving rq's record of it saying "queued", so every
     later ``submit_refund`` of that refund (the poll asks for one every claim period) was deduplicated
     against a job nobody would ever run. No real crash leaves that behind (rq keeps a dead worker's job as
@@ -199,7 +202,7 @@ def test_model_program_a_refund_whose_submit_died_after_the_lock_while_queries_f
     assert paid_0 == orders_0 and isinstance(refunds_0, str) and refunds_0 in state.refunds
     _checked(state)
     state.query_api_fails(on=True)
-    state.a_worker_dies_in_the_next_job(point="after_lock", nth=1)
+    state.a_worker_dies_in_the_next_job(point=point, nth=1)
     _checked(state)
     state.gateway_settles_refund(refund=refunds_0, status="REFUND_FAILED", notify=False)
     state.time_passes(seconds=120.0)
