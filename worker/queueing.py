@@ -76,10 +76,24 @@ class Enqueuer:
             job = Job.fetch(job_id, connection=self.queue.connection, serializer=JSONSerializer)
         except NoSuchJobError:
             return True
-        if job.get_status(refresh=True) in _PENDING:
+        status = job.get_status(refresh=True)
+        if status in _PENDING and not (status == JobStatus.QUEUED and self._orphaned(job_id)):
             return False
         job.delete()
         return True
+
+    def _orphaned(self, job_id: str) -> bool:
+        """A "queued" job in neither the queue nor rq's intermediate queue will never run.
+
+        rq leaves exactly that when a worker dies between dequeuing a job and marking it started
+        where it dequeues with a plain LPOP (Redis < 6.2, several queues per worker). Trusting
+        such a record would make every later request for the work a no-op, stranding the record
+        it works on. Replacing it is safe even in the instant a live worker holds the job between
+        its dequeue and its start: every job of the product is idempotent (compare-and-set).
+        """
+        redis = self.queue.connection
+        return all(redis.lpos(key, job_id) is None
+                   for key in (self.queue.key, self.queue.intermediate_queue_key))
 
     # -- the product's jobs, by stable import path (worker.jobs) -------------------------
 

@@ -8,14 +8,12 @@ that when a worker dies between its ``LPOP`` and marking the job started: on Red
 worker listening on more than one queue, rq dequeues with ``LPOP`` instead of ``LMOVE`` into its
 intermediate queue, so nothing is left for rq's own maintenance to recover.
 
-The fix belongs in ``worker/queueing.py`` (``Enqueuer._replace_if_done``: a "queued" job that is in no
-queue, like a "started" one in no started registry, is lost and may be replaced). Until it lands this
-test is a strict expected failure: it turns red the day the Enqueuer heals orphans, so the marker goes.
+``Enqueuer._replace_if_done`` treats a "queued" job that is in neither the queue nor rq's intermediate
+queue as lost, and replaces it.
 """
 
 from __future__ import annotations
 
-import pytest
 import redis as redis_lib
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
@@ -23,7 +21,6 @@ from rq.serializers import JSONSerializer
 from worker.queueing import Enqueuer, make_queue
 
 
-@pytest.mark.xfail(strict=True, reason="worker/queueing.py trusts a job record's status; reported, not fixed here")
 def test_a_job_lost_between_dequeue_and_start_is_enqueued_again(redis_url: str) -> None:
     connection = redis_lib.Redis.from_url(redis_url)
     queue = make_queue(connection)
@@ -37,3 +34,27 @@ def test_a_job_lost_between_dequeue_and_start_is_enqueued_again(redis_url: str) 
     enqueuer.submit_refund(7)  # the poll of a CREATED refund asks for its submit again
 
     assert queue.job_ids == [job_id], "the refund's submit is never run again: the record is stranded"
+
+
+def test_a_queued_job_still_in_its_queue_is_not_enqueued_twice(redis_url: str) -> None:
+    """The ordinary case stays a no-op: the same work asked for twice is one job."""
+    connection = redis_lib.Redis.from_url(redis_url)
+    queue = make_queue(connection)
+    connection.delete(queue.key, queue.intermediate_queue_key)
+    enqueuer = Enqueuer(queue)
+    assert enqueuer.submit_refund(8) == enqueuer.submit_refund(8)
+    assert queue.job_ids == ["submit-refund-8"]
+
+
+def test_a_job_a_worker_holds_in_the_intermediate_queue_is_not_replaced(redis_url: str) -> None:
+    """Dequeued with LMOVE (rq on Redis >= 6.2) and not yet started: rq's own maintenance recovers it."""
+    connection = redis_lib.Redis.from_url(redis_url)
+    queue = make_queue(connection)
+    connection.delete(queue.key, queue.intermediate_queue_key)
+    enqueuer = Enqueuer(queue)
+    job_id = enqueuer.submit_refund(9)
+    assert connection.lmove(queue.key, queue.intermediate_queue_key, "LEFT", "RIGHT") == job_id.encode()
+    enqueuer.submit_refund(9)
+    assert queue.job_ids == []
+    assert connection.lrange(queue.intermediate_queue_key, 0, -1) == [job_id.encode()]
+    connection.delete(queue.intermediate_queue_key)
