@@ -258,9 +258,9 @@ class PaymentModel(RuleBasedStateMachine):
     def _take_next_job(self) -> Job | None:
         """The next job, gone from Redis as the crash matrix throws it away: the job *and its record*.
         Only dropping its id from the queue would leave a record saying "queued" that no worker will ever
-        run, a state neither a real crash (rq keeps the job as started, then retries it) nor a Redis loss
-        (a prefix of the command stream) leaves behind, and under which every later enqueue of that job id
-        is a no-op."""
+        run: rq leaves that only when a worker dies between an ``LPOP`` and starting the job (Redis < 6.2),
+        and the Enqueuer heals it (tests/integration/test_enqueuer_orphans.py); a crash here is the usual
+        kind, the job gone with its worker and Redis, so only the scheduler and the sweeper bring it back."""
         queue = make_queue(self.world.stack.rt.redis)
         for job_id in queue.job_ids[:1]:
             job = Job.fetch(job_id, connection=self.world.stack.rt.redis, serializer=JSONSerializer)
