@@ -21,7 +21,7 @@ Timings are printed in the run's summary, never asserted; only generous liveness
 from __future__ import annotations
 
 import os
-import select
+import selectors
 import socket
 import sys
 import threading
@@ -290,10 +290,14 @@ def trickle(url: str, conns: list[Trickler], *, limit: float = LIVENESS) -> None
                     conn.tick()
                 next_tick += 1.0
                 continue
-            ready, _, _ = select.select([c.sock for c in live], [], [], min(next_tick, deadline) - now)
-            for conn in live:
-                if conn.sock in ready:
-                    conn.readable()
+            # selectors (epoll), not select.select: in a long test session these sockets get descriptors
+            # above select's limit of 1,024
+            with selectors.DefaultSelector() as selector:
+                for conn in live:
+                    selector.register(conn.sock, selectors.EVENT_READ, conn)
+                ready = selector.select(min(next_tick, deadline) - now)
+            for key, _events in ready:
+                key.data.readable()
     finally:
         for conn in conns:
             if conn.cut is None:
