@@ -32,6 +32,7 @@ from .gateway.replies import PaymentNotification, ReplyInvalid
 from .gateway.wire import WireFormatError, loads_object
 from .locks import LockBusy
 from .notifications import apply_notification, evidence_of, save_token_from
+from .queueing import apply_wake_name
 from .store import inbox, repo
 from .store.apply import Deferred, Stale, Target, apply
 from .store.db import read, write
@@ -54,7 +55,7 @@ class _Row:
 
 def apply_pending(rt: Runtime, shard: int) -> int:
     """Apply the shard's due notifications; returns how many rows were handled."""
-    rt.enqueuer.woken(f"apply-shard-{shard}")
+    rt.enqueuer.woken(apply_wake_name(shard))
     handled = 0
     passed_on: set[int] = set()  # rows handed to a job of their own (their order was locked)
     while handled < MAX_ROWS_PER_JOB:

@@ -3,8 +3,8 @@
 Why: each notification must be durable before it is acknowledged, and on SQLite a durable
 commit is an fsync under a database-wide write lock. With one transaction per request, the
 receiver's threads queue for that lock through SQLite's sleeping busy handler, and the tail
-latency explodes under load (measured: p99 over 2 s at ~120 notifications/s). Here request
-threads hand their notification to a single writer thread and wait; the writer takes
+latency explodes under load (measured: p99 over 2 s at ~120 notifications/s). Here requests
+hand their notification to a single writer thread and await its future; the writer takes
 everything that is waiting (up to ``MAX_BATCH``), records it in one transaction, commits once,
 and answers each request. Nothing is acknowledged before its commit, and a failed commit fails
 every request of that batch (503: Checus retries). On PostgreSQL it saves round trips and
@@ -27,7 +27,7 @@ from .store import inbox
 from .store.db import write
 
 MAX_BATCH = 200
-WAIT_SECONDS = 10.0
+WAIT_SECONDS = 10.0  # how long a request waits for its commit before answering 503
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,10 +51,6 @@ class InboxWriter:
         self._thread = threading.Thread(target=self._run, name="inbox-writer", daemon=True)
         self._started = False
         self._lock = threading.Lock()
-
-    def record(self, *, kind: str, ref: str, key: str, body: bytes, sign: str) -> Kept:
-        """Block until the notification is committed (or raise what the commit raised)."""
-        return self.submit(kind=kind, ref=ref, key=key, body=body, sign=sign).result(timeout=WAIT_SECONDS)
 
     def submit(self, *, kind: str, ref: str, key: str, body: bytes, sign: str) -> Future[Kept]:
         """Queue the notification; the future resolves once it is committed (or the commit failed).

@@ -59,10 +59,8 @@ class InboxEntry:
 def record(conn: Connection, *, kind: str, ref: str, key: str, body: bytes, sign: str,
            now: datetime) -> tuple[int, bool, bool]:
     """Store a notification. Returns (id, newly_inserted, already_processed)."""
-    inserted = insert_if_absent(conn, inbox, {
-        "dedupe_key": key, "kind": kind, "ref": ref, "body": body, "sign": sign,
-        "received_at": now, "attempts": 0, "shard": shard_of(ref),
-    }, key="dedupe_key")
+    entry = NewEntry(kind=kind, ref=ref, key=key, body=body, sign=sign)
+    inserted = insert_if_absent(conn, inbox, _row(entry, now), key="dedupe_key")
     row = conn.execute(sa.select(inbox.c.id, inbox.c.processed_at).where(inbox.c.dedupe_key == key)).one()
     return int(row.id), inserted, row.processed_at is not None
 
@@ -76,6 +74,11 @@ class NewEntry:
     sign: str
 
 
+def _row(entry: NewEntry, now: datetime) -> dict[str, Any]:
+    return {"dedupe_key": entry.key, "kind": entry.kind, "ref": entry.ref, "body": entry.body, "sign": entry.sign,
+            "received_at": now, "attempts": 0, "shard": shard_of(entry.ref)}
+
+
 def record_many(conn: Connection, entries: Sequence[NewEntry], *, now: datetime) -> list[tuple[int, bool]]:
     """``record`` for a batch, in two statements: (id, already_processed) per entry, in order.
 
@@ -84,9 +87,7 @@ def record_many(conn: Connection, entries: Sequence[NewEntry], *, now: datetime)
     a statement per row (plus a SELECT per row) was most of its writer thread's time.
     Entries of the same fact within the batch share one row.
     """
-    conn.execute(insert_ignoring(conn, inbox, key="dedupe_key"), [
-        {"dedupe_key": e.key, "kind": e.kind, "ref": e.ref, "body": e.body, "sign": e.sign, "received_at": now,
-         "attempts": 0, "shard": shard_of(e.ref)} for e in entries])
+    conn.execute(insert_ignoring(conn, inbox, key="dedupe_key"), [_row(e, now) for e in entries])
     keys = sorted({e.key for e in entries})
     found = {r.dedupe_key: (int(r.id), r.processed_at is not None) for r in conn.execute(
         sa.select(inbox.c.dedupe_key, inbox.c.id, inbox.c.processed_at).where(inbox.c.dedupe_key.in_(keys)))}
