@@ -44,14 +44,7 @@ import structlog
 from cryptography.hazmat.primitives import serialization
 from redis import Redis
 from rq.job import Job
-from rq.registry import (
-    CanceledJobRegistry,
-    DeferredJobRegistry,
-    FailedJobRegistry,
-    FinishedJobRegistry,
-    ScheduledJobRegistry,
-    StartedJobRegistry,
-)
+from rq.registry import FailedJobRegistry
 from rq.results import Result
 from rq.serializers import JSONSerializer
 from structlog.testing import capture_logs
@@ -66,6 +59,7 @@ from worker.tokens import TokenRefused
 
 from .cluster import REPO, Cluster, ClusterSpec
 from .conftest import note
+from .rq_registries import REGISTRIES
 
 WINDOW = 32
 CARD = "4111111111111111"  # Luhn-valid VISA test number, typed on the cashier page
@@ -168,10 +162,6 @@ def redis_texts(client: Redis) -> tuple[list[tuple[str, str]], Counter[str]]:
         text = "\n".join(t for p in parts for t in _decoded(p))
         texts.append((f"redis {kind} {key.decode('utf-8', 'replace')}", text))
     return texts, kinds
-
-
-REGISTRIES = {"failed": FailedJobRegistry, "finished": FinishedJobRegistry, "scheduled": ScheduledJobRegistry,
-              "started": StartedJobRegistry, "deferred": DeferredJobRegistry, "canceled": CanceledJobRegistry}
 
 
 def job_texts(redis: Redis) -> tuple[list[tuple[str, str]], Counter[str]]:

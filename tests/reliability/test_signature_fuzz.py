@@ -37,14 +37,6 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from redis import Redis
-from rq.registry import (
-    CanceledJobRegistry,
-    DeferredJobRegistry,
-    FailedJobRegistry,
-    FinishedJobRegistry,
-    ScheduledJobRegistry,
-    StartedJobRegistry,
-)
 from structlog.testing import capture_logs
 
 from tests.integration.test_receiver_harness import (
@@ -67,6 +59,7 @@ from worker.store.schema import metadata
 
 from .conftest import note
 from .mutations import CATALOGUE, HTTP_PARSER, PER_SAMPLE, Keys, Mutant, Sample, fuzz_seed, mutate
+from .rq_registries import REGISTRIES
 
 SAMPLES = 200
 THREADS = 4
@@ -222,9 +215,7 @@ def redis_values(client: Redis) -> dict[bytes, tuple[Any, Any]]:
 
 def rq_counts(rig: Rig) -> dict[str, int]:
     queue = make_queue(rig.rt.redis)
-    registries = {"started": StartedJobRegistry, "finished": FinishedJobRegistry, "failed": FailedJobRegistry,
-                  "deferred": DeferredJobRegistry, "scheduled": ScheduledJobRegistry, "canceled": CanceledJobRegistry}
-    counts = {name: int(registry(queue=queue).count) for name, registry in registries.items()}
+    counts = {name: int(registry(queue=queue).count) for name, registry in REGISTRIES.items()}
     return {"queued": int(queue.count), **counts, "job_keys": len(rig.jobs())}
 
 
