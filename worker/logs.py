@@ -17,8 +17,9 @@ import logging
 import re
 import sys
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, TextIO
 
+import orjson
 import structlog
 from structlog.tracebacks import ExceptionDictTransformer
 
@@ -31,6 +32,8 @@ _PEM = re.compile(r"-----BEGIN [A-Z ]+-----.*?(-----END [A-Z ]+-----|$)", re.S)
 _B64_RUN = re.compile(r"[A-Za-z0-9+/=_-]{80,}")
 _TOKEN = re.compile(r"PMTOKEN[0-9A-Za-z]{4,}")
 _DIGIT_RUN = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
+_B64_MIN = 80  # the shortest text _B64_RUN can match
+_CARD_MIN = 13  # the shortest text _DIGIT_RUN can match (13 digits)
 _MAX_DEPTH = 6
 FOREIGN_LOGGERS = ("rq", "rq.worker", "rq.scheduler", "rq.job", "uvicorn", "uvicorn.error", "uvicorn.access")
 
@@ -51,11 +54,21 @@ def _mask_card(match: re.Match[str]) -> str:
 
 
 def scrub_text(text: str) -> str:
-    """Remove secrets from free text (our messages, rq's preformatted lines, exception text)."""
-    text = _PEM.sub("[REDACTED:pem]", text)
-    text = _TOKEN.sub("[REDACTED:token]", text)
-    text = _B64_RUN.sub("[REDACTED:b64]", text)
-    return _DIGIT_RUN.sub(_mask_card, text)
+    """Remove secrets from free text (our messages, rq's preformatted lines, exception text).
+
+    Each pattern runs only where it could match (its literal prefix is present, or the text is
+    long enough): most values in a log line are short words and references, and every line of
+    the receiver and the worker passes through here.
+    """
+    if "-----BEGIN " in text:
+        text = _PEM.sub("[REDACTED:pem]", text)
+    if "PMTOKEN" in text:
+        text = _TOKEN.sub("[REDACTED:token]", text)
+    if len(text) >= _B64_MIN:
+        text = _B64_RUN.sub("[REDACTED:b64]", text)
+    if len(text) >= _CARD_MIN:
+        text = _DIGIT_RUN.sub(_mask_card, text)
+    return text
 
 
 def _scrub(value: Any, depth: int = 0) -> Any:
@@ -95,17 +108,41 @@ def _shared_processors() -> list[Any]:
     ]
 
 
+class _NamedWriteLogger(structlog.WriteLogger):
+    """structlog's ``WriteLogger`` with a ``name``, for ``add_logger_name`` (``get_logger("worker.x")``)."""
+
+    def __init__(self, name: str, file: TextIO) -> None:
+        super().__init__(file)
+        self.name = name
+
+
+def _logger_factory(*args: Any) -> _NamedWriteLogger:
+    return _NamedWriteLogger(str(args[0]) if args else "", sys.stderr)
+
+
+def _json_line(event_dict: Any, **_kw: Any) -> str:
+    return orjson.dumps(event_dict, default=str).decode()
+
+
 def configure_logging(*, level: str = "INFO", json: bool | None = None) -> None:
-    """Configure structlog and stdlib logging once per process (composition roots call it)."""
+    """Configure structlog and stdlib logging once per process (composition roots call it).
+
+    Two paths, one format. The product's own events go straight from structlog to stderr (a
+    filtering bound logger, orjson, one ``write`` per line): the receiver logs every
+    acknowledgement and the worker every decision, and through stdlib ``logging`` a line cost
+    about 40 µs against 15 µs this way (measured, see the performance notes). Foreign loggers
+    (rq, uvicorn) keep their stdlib records and reach the same stream through
+    ``ProcessorFormatter`` with the same processors, redaction included.
+    """
     as_json = json if json is not None else not sys.stderr.isatty()
-    renderer: Any = structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer(
-        colors=False, exception_formatter=structlog.dev.plain_traceback
-    )
+    renderer: Any = structlog.processors.JSONRenderer(serializer=_json_line) if as_json else (
+        structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback))
     shared = _shared_processors()
+    numeric_level = logging.getLevelNamesMapping()[level.upper()]
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
+        processors=[*shared, renderer],
+        logger_factory=_logger_factory,
+        wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(sys.stderr)
@@ -115,7 +152,7 @@ def configure_logging(*, level: str = "INFO", json: bool | None = None) -> None:
     ))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    root.setLevel(numeric_level)
     for name in FOREIGN_LOGGERS:  # their own handlers would bypass redaction: send them through ours
         foreign = logging.getLogger(name)
         foreign.handlers.clear()

@@ -8,7 +8,10 @@ from typing import Any
 
 import pytest
 import structlog
+from hypothesis import given
+from hypothesis import strategies as st
 
+from worker import logs
 from worker.gateway.signing import PortalKeyPair
 from worker.logs import configure_logging, redact, scrub_text
 
@@ -46,6 +49,8 @@ def test_redaction_fails_closed() -> None:
 
 def test_configured_pipeline_emits_json_without_secrets(capsys: pytest.CaptureFixture[str],
                                                         merchant_keys: PortalKeyPair) -> None:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
     configure_logging(level="INFO", json=True)
     try:
         structlog.get_logger("t").info("gateway.call", endpoint="refund", sign="SECRETSIGN", note=f"card {CARD}")
@@ -56,8 +61,27 @@ def test_configured_pipeline_emits_json_without_secrets(capsys: pytest.CaptureFi
             structlog.get_logger("t").exception("job.failed")
     finally:
         structlog.reset_defaults()
+        root.handlers[:] = handlers  # later tests must not write to this test's capture
+        root.setLevel(level)
     lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert [line["event"].split(" ")[0] for line in lines][:2] == ["gateway.call", "job"]
     blob = json.dumps(lines)
     assert "SECRETSIGN" not in blob and CARD not in blob and merchant_keys.private_key[:40] not in blob
     assert any("exception" in line for line in lines)
+
+
+def _scrub_every_pattern(text: str) -> str:
+    """``scrub_text`` as it was before its guards: every pattern over every text."""
+    text = logs._PEM.sub("[REDACTED:pem]", text)
+    text = logs._TOKEN.sub("[REDACTED:token]", text)
+    text = logs._B64_RUN.sub("[REDACTED:b64]", text)
+    return logs._DIGIT_RUN.sub(logs._mask_card, text)
+
+
+_PIECES = st.sampled_from(["-----BEGIN PRIVATE KEY-----", "-----END PRIVATE KEY-----", "PMTOKEN", "4111111111111111",
+                           "4111 1111 1111 1111", "A" * 79, "b", "=", "7", " ", "-", "\n", "PMTOKEN2025"])
+
+
+@given(st.lists(st.one_of(_PIECES, st.text(max_size=20)), max_size=12).map("".join))
+def test_the_guards_skip_only_patterns_that_cannot_match(text: str) -> None:
+    assert scrub_text(text) == _scrub_every_pattern(text)
