@@ -41,7 +41,7 @@ from .store.records import OrderRecord
 from .transition import ORDER_TERMINAL, after_commit, log_decision, order_event_fields, order_facts, poll_updates
 
 log = structlog.get_logger("worker.applier")
-BATCH = 50  # rows per transaction: short enough that the receiver never waits long for the write lock
+BATCH = 200  # rows per transaction: each query and commit of a round is shared by up to this many rows
 MAX_ROWS_PER_JOB = 5000
 ERROR_BACKOFF = timedelta(seconds=30)
 LOCKED_RETRY = timedelta(seconds=1)
