@@ -137,6 +137,7 @@ class Settings:
     metrics_port: int | None = None
     receiver_host: str = "127.0.0.1"
     receiver_port: int = 8080
+    receiver_processes: int = 1
     receiver_header_timeout: float = 10.0
     receiver_body_timeout: float = 10.0
     receiver_max_header_bytes: int = 16 * 1024
@@ -165,6 +166,7 @@ class Settings:
             metrics_port=int(_float(env, "CHECUS_METRICS_PORT", 0)) or None,
             receiver_host=env.get("CHECUS_RECEIVER_HOST", "127.0.0.1"),
             receiver_port=int(_float(env, "CHECUS_RECEIVER_PORT", 8080)),
+            receiver_processes=max(1, int(_float(env, "CHECUS_RECEIVER_PROCESSES", 1))),
             receiver_header_timeout=_float(env, "CHECUS_RECEIVER_HEADER_TIMEOUT", 10.0),
             receiver_body_timeout=_float(env, "CHECUS_RECEIVER_BODY_TIMEOUT", 10.0),
             receiver_max_header_bytes=_header_bytes(env, "CHECUS_RECEIVER_MAX_HEADER_BYTES"),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from prometheus_client import Counter, Histogram
@@ -24,6 +25,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .store.db import read
 from .store.schema import anomalies, inbox, orders, outbox, refunds
+
+if TYPE_CHECKING:
+    from .bootstrap import Runtime
 
 NOTIFICATIONS_RECEIVED = Counter("checus_notifications_received_total", "Notifications acknowledged",
                                  ["kind", "outcome"])
@@ -115,10 +119,33 @@ def _age(now: datetime, since: datetime | None) -> float:
     return max(0.0, (now - since).total_seconds())
 
 
-def serve_metrics(port: int, *, store: StoreCollector | None = None) -> None:
-    """Expose this process's metrics on ``port`` (internal; not the receiver's public port)."""
+def serve_metrics(port: int, *, store: StoreCollector | None = None, span: int = 1) -> int:
+    """Expose this process's metrics on ``port`` (internal; not the receiver's public port).
+
+    With ``span`` > 1, the first free port of ``port .. port + span - 1``: the processes of a
+    multi-process receiver each serve their own counters there. Returns the port taken.
+    """
     from prometheus_client import REGISTRY, start_http_server
 
     if store is not None:
         REGISTRY.register(store)
-    start_http_server(port, addr="0.0.0.0")  # noqa: S104 - scraped from other hosts; keep the port internal
+    for candidate in range(port, port + span):
+        try:
+            start_http_server(candidate, addr="0.0.0.0")  # noqa: S104 - scraped from other hosts; keep it internal
+            return candidate
+        except OSError:
+            if candidate == port + span - 1:
+                raise
+    raise ValueError("span must be at least 1")
+
+
+def start_metrics(rt: Runtime, *, store: bool, span: int = 1) -> int | None:
+    """Serve this process's metrics if ``CHECUS_METRICS_PORT`` is set (``store``: with the business
+    gauges, which the receiver adds); returns the port, or None."""
+    if not rt.settings.metrics_port:
+        return None
+    from .queueing import make_queue
+
+    collector = StoreCollector(rt.engine, rt.redis, queue_key=make_queue(rt.redis).key, clock=rt.clock,
+                               age_limits=rt.settings.stuck_after) if store else None
+    return serve_metrics(rt.settings.metrics_port, store=collector, span=span)

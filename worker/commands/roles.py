@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 
@@ -12,31 +13,31 @@ from ..logs import configure_logging
 
 
 def _setup(*, store_metrics: bool = False) -> None:
+    from ..metrics import start_metrics
+
     rt = process_runtime()
     configure_logging(level=rt.settings.log_level)
-    if rt.settings.metrics_port:
-        from ..metrics import StoreCollector, serve_metrics
-        from ..queueing import make_queue
-
-        collector = StoreCollector(rt.engine, rt.redis, queue_key=make_queue(rt.redis).key, clock=rt.clock,
-                                   age_limits=rt.settings.stuck_after) if store_metrics else None
-        serve_metrics(rt.settings.metrics_port, store=collector)
+    start_metrics(rt, store=store_metrics)
 
 
 @click.command()
 @click.option("--host", help="Overrides CHECUS_RECEIVER_HOST.")
 @click.option("--port", type=int, help="Overrides CHECUS_RECEIVER_PORT.")
-def web(host: str | None, port: int | None) -> None:
+@click.option("--processes", type=click.IntRange(min=1), help="Overrides CHECUS_RECEIVER_PROCESSES.")
+def web(host: str | None, port: int | None, processes: int | None) -> None:
     """Run the notification receiver (POST /checus/notify/payment and /checus/notify/refund)."""
-    import uvicorn
+    from ..web import serve_receiver
 
-    from ..web import receiver_app, server_options
-
-    _setup(store_metrics=True)
     rt = process_runtime()
-    rt.verifier  # noqa: B018 - load the platform keys now: a bad key fails at start, not on the first request
-    uvicorn.run(receiver_app(rt), host=host or rt.settings.receiver_host, port=port or rt.settings.receiver_port,
-                **server_options(rt.settings))
+    count = processes or rt.settings.receiver_processes
+    if count > 1:  # the processes set themselves up (logs, metrics); this one only supervises them
+        configure_logging(level=rt.settings.log_level)
+        if processes:
+            os.environ["CHECUS_RECEIVER_PROCESSES"] = str(count)  # the processes read their settings from it
+    else:
+        _setup(store_metrics=True)
+    serve_receiver(rt, host=host or rt.settings.receiver_host, port=port or rt.settings.receiver_port,
+                   processes=count)
 
 
 @click.command()
