@@ -1,9 +1,9 @@
 """The hello-world floor: an endpoint that does nothing, on the receiver's production server.
 
 Why: the receiver's ingest rate only means something next to what the same server (uvicorn
-with uvloop and httptools when installed, one process, the ``web`` role's options) can do
-with no work at all, driven by the same load generator with the same requests. The app reads
-the body, as the receiver does, and answers the receiver's ack.
+with uvloop and httptools when installed, as many processes as the receiver, the ``web``
+role's options) can do with no work at all, driven by the same load generator with the same
+requests. The app reads the body, as the receiver does, and answers the receiver's ack.
 
 Run as ``python -m worker.bench.hello --port P`` (a separate process, like ``web``).
 """
@@ -48,8 +48,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
-    uvicorn.run(hello_app(), host=args.host, port=args.port, log_level="warning",
-                **server_options(Settings.from_env(os.environ)))
+    settings = Settings.from_env(os.environ)
+    options = server_options(settings)
+    if settings.receiver_processes > 1:  # as many processes as the receiver, under the same supervisor
+        options.update(http="worker.slow_clients:GuardedHttpToolsProtocol", workers=settings.receiver_processes)
+        uvicorn.run("worker.bench.hello:hello_app", factory=True, host=args.host, port=args.port,
+                    log_level="warning", **options)
+        return
+    uvicorn.run(hello_app(), host=args.host, port=args.port, log_level="warning", **options)
 
 
 if __name__ == "__main__":

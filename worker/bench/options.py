@@ -21,7 +21,8 @@ class BenchOptions:
     db: Literal["sqlite", "postgresql"] = "sqlite"
     database_url: str | None = None  # PostgreSQL to use as is; default: a scratch database on the admin server
     postgres_admin_url: str = DEFAULT_POSTGRES_ADMIN_URL
-    workers: int = 2
+    workers: int = 1  # build_options: 1 on SQLite (one writer: a second worker adds contention), 2 on PostgreSQL
+    web_processes: int = 2  # the receiver's processes (CHECUS_RECEIVER_PROCESSES), and the hello floor's
     worker_class: Literal["simple", "fork"] = "simple"
     notifications: int = 20_000  # distinct notifications in the main (as fast as possible) phase
     duplicates: float = 0.2  # share of extra requests that repeat an earlier notification
@@ -75,6 +76,7 @@ def build_options(*, short: bool, **given: Any) -> BenchOptions:
     """The preset (full or short) with every explicitly given option on top (``None`` = not given)."""
     values: dict[str, Any] = dict(SHORT) if short else {}
     values.update({k: v for k, v in given.items() if v is not None})
+    values.setdefault("workers", 1 if values.get("db", "sqlite") == "sqlite" else 2)
     options = BenchOptions(short=short, **values)
     validate(options)
     return options
@@ -82,7 +84,7 @@ def build_options(*, short: bool, **given: Any) -> BenchOptions:
 
 def validate(options: BenchOptions) -> None:
     problems = []
-    if options.workers < 1 or any(n < 1 for n in options.scale_out):
+    if options.workers < 1 or options.web_processes < 1 or any(n < 1 for n in options.scale_out):
         problems.append("worker counts must be at least 1")
     if not 0 <= options.duplicates < 1:
         problems.append("--duplicates must be in [0, 1)")

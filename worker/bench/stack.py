@@ -110,6 +110,7 @@ class BenchStack:
             "CHECUS_PLATFORM_PUBLIC_KEYS": self.platform.public_key, "REDIS_URL": self.redis_url,
             "DATABASE_URL": self.database_url, "CHECUS_NOTIFY_BASE_URL": self.receiver_url,
             "CHECUS_RECEIVER_HOST": "127.0.0.1", "CHECUS_RECEIVER_PORT": str(self.web_port),
+            "CHECUS_RECEIVER_PROCESSES": str(self.options.web_processes),
             "LOG_LEVEL": self.options.log_level, "PYTHONUNBUFFERED": "1",
         }
 

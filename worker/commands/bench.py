@@ -22,7 +22,10 @@ def _counts(_ctx: click.Context, _param: click.Parameter, value: str | None) -> 
 @click.option("--database-url", help="PostgreSQL to use as is (default: a scratch database on --postgres-admin-url).")
 @click.option("--postgres-admin-url", help="Server where scratch databases are created and dropped "
                                            "[default: postgresql://postgres@127.0.0.1:5432/postgres].")
-@click.option("--workers", type=int, help="Worker processes for every phase but scale-out [default: 2].")
+@click.option("--workers", type=int, help="Worker processes for every phase but scale-out [1 on SQLite, whose "
+                                         "single writer a second worker only contends for; 2 on PostgreSQL].")
+@click.option("--web-processes", type=int, help="The receiver's processes (CHECUS_RECEIVER_PROCESSES), and the "
+                                                "hello-world floor's [2].")
 @click.option("--worker-class", type=click.Choice(["simple", "fork"]), help="rq SimpleWorker or forking Worker.")
 @click.option("--notifications", type=int, help="Distinct notifications in the main phase [20000; short 1000].")
 @click.option("--duplicates", type=float, help="Share of requests that repeat an earlier notification [0.2].")
