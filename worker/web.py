@@ -7,7 +7,7 @@ from typing import Any
 from redis.asyncio import Redis as AsyncRedis
 from starlette.types import ASGIApp
 
-from .bootstrap import Runtime, process_runtime
+from .bootstrap import Runtime, freeze_startup_heap, process_runtime
 from .config import Settings
 from .ingest import Ingestor
 from .logs import configure_logging
@@ -65,7 +65,9 @@ def process_app() -> ASGIApp:
     ReceiverHttpProtocol.limits = client_limits(rt.settings)
     start_metrics(rt, store=True, span=rt.settings.receiver_processes)
     rt.verifier  # noqa: B018 - a bad platform key fails at start, not on the first request
-    return receiver_app(rt)
+    app = receiver_app(rt)
+    freeze_startup_heap()
+    return app
 
 
 def serve_receiver(rt: Runtime, *, host: str, port: int, processes: int) -> None:
@@ -82,7 +84,9 @@ def serve_receiver(rt: Runtime, *, host: str, port: int, processes: int) -> None
 
     rt.verifier  # noqa: B018 - a bad platform key fails here, once, not in a loop of restarted processes
     if processes <= 1:
-        uvicorn.run(receiver_app(rt), host=host, port=port, **server_options(rt.settings))
+        app = receiver_app(rt)
+        freeze_startup_heap()
+        uvicorn.run(app, host=host, port=port, **server_options(rt.settings))
         return
     options = {**server_options(rt.settings), "http": RECEIVER_PROTOCOL}
     uvicorn.run(RECEIVER_APP, factory=True, workers=processes, host=host, port=port, **options)

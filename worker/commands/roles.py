@@ -45,9 +45,12 @@ def web(host: str | None, port: int | None, processes: int | None) -> None:
 @click.option("--burst", is_flag=True, help="Drain the queue, then exit.")
 def work(fork: bool, burst: bool) -> None:
     """Run an rq worker for the product's queue (JSON jobs only)."""
+    from .. import jobs  # noqa: F401 - before the freeze: the first job would import it
+    from ..bootstrap import freeze_startup_heap
     from ..rqworker import run_worker
 
     _setup()
+    freeze_startup_heap()
     run_worker(process_runtime(), fork=fork, burst=burst)
 
 
