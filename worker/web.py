@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from redis.asyncio import Redis as AsyncRedis
@@ -62,12 +63,22 @@ def process_app() -> ASGIApp:
     supervisor starts it: the same set-up as a single-process receiver, in this process."""
     rt = process_runtime()
     configure_logging(level=rt.settings.log_level)
+    _no_access_log()
     ReceiverHttpProtocol.limits = client_limits(rt.settings)
     start_metrics(rt, store=True, span=rt.settings.receiver_processes)
     rt.verifier  # noqa: B018 - a bad platform key fails at start, not on the first request
     app = receiver_app(rt)
     freeze_startup_heap()
     return app
+
+
+def _no_access_log() -> None:
+    """``access_log=False`` as uvicorn applies it when it builds its config, which a process its
+    supervisor starts does not do again: without this, every request would also be logged there
+    (each notification already has its own line, ``notification.acked`` or ``.rejected``)."""
+    access = logging.getLogger("uvicorn.access")
+    access.handlers.clear()
+    access.propagate = False
 
 
 def serve_receiver(rt: Runtime, *, host: str, port: int, processes: int) -> None:

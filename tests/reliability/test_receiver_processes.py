@@ -68,6 +68,8 @@ def test_notifications_on_many_connections_are_all_kept_once(receiver: Receiver)
     with read(receiver.engine) as conn:
         kept = conn.execute(sa.select(inbox.c.ref).where(inbox.c.ref.like("MP_%"))).scalars().all()
     assert sorted(kept) == sorted(refs)
+    log = receiver.log()
+    assert log.count('"notification.acked"') >= len(refs) and "uvicorn.access" not in log, "one line per notification"
 
 
 def test_each_process_applies_the_configured_limits(receiver: Receiver) -> None:
