@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import multiprocessing
+import os
+import signal
+import sys
 from typing import Any
 
 from redis.asyncio import Redis as AsyncRedis
@@ -18,6 +23,7 @@ from .slow_clients import BodyDeadline, ClientLimits, GuardedHttpToolsProtocol, 
 
 RECEIVER_APP = "worker.web:process_app"
 RECEIVER_PROTOCOL = "worker.web:ReceiverHttpProtocol"
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def receiver_app(rt: Runtime) -> ASGIApp:
@@ -61,6 +67,7 @@ class ReceiverHttpProtocol(GuardedHttpToolsProtocol):
 def process_app() -> ASGIApp:
     """One process of ``checus-worker web`` with ``CHECUS_RECEIVER_PROCESSES`` > 1, as uvicorn's
     supervisor starts it: the same set-up as a single-process receiver, in this process."""
+    _die_with_supervisor()
     rt = process_runtime()
     configure_logging(level=rt.settings.log_level)
     _no_access_log()
@@ -70,6 +77,24 @@ def process_app() -> ASGIApp:
     app = receiver_app(rt)
     freeze_startup_heap()
     return app
+
+
+def _die_with_supervisor() -> None:
+    """Ask the kernel for SIGTERM (a graceful stop) when the supervisor dies, even of kill -9.
+
+    Why: uvicorn's supervisor stops its processes when it is stopped, but nothing stops them when
+    it is killed. They would go on serving the port unmanaged, running the old code after a
+    deploy and keeping a restarted receiver from binding. Linux only (``prctl``); elsewhere run
+    the receiver under a manager that stops the whole process group (systemd, Kubernetes).
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    supervisor = multiprocessing.parent_process()
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if supervisor is not None and os.getppid() != supervisor.pid:  # it died before we asked
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _no_access_log() -> None:

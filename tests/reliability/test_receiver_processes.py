@@ -88,3 +88,15 @@ def test_a_killed_process_is_replaced_and_the_others_serve_meanwhile(receiver: R
     after = wait_for_processes(receiver, PROCESSES, excluding=frozenset({before[0]}))
     assert before[1] in after
     assert_serving(receiver)
+
+
+def test_the_processes_stop_when_their_supervisor_is_killed(tmp_path_factory: pytest.TempPathFactory,
+                                                           platform_keys: PortalKeyPair) -> None:
+    """kill -9 of the supervisor: its processes stop too (no unmanaged receiver left serving the port)."""
+    with web_process(workdir(tmp_path_factory, "receiver-orphans"), platform_keys,
+                     CHECUS_RECEIVER_PROCESSES=str(PROCESSES)) as rx:
+        children = [psutil.Process(pid) for pid in wait_for_processes(rx, PROCESSES)]
+        psutil.Process(rx.sup.pid("web")).send_signal(signal.SIGKILL)
+        _gone, alive = psutil.wait_procs(children, timeout=15)
+        assert alive == [], f"still running after their supervisor died: {[p.pid for p in alive]}"
+        assert not rx.healthy()
