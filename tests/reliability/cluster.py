@@ -66,6 +66,7 @@ class ClusterSpec:
     notify_timeout_seconds: float = 5.0
     sink_failure_rate: float = 0.0
     log_level: str = "INFO"
+    receiver_processes: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +121,7 @@ class Cluster:
             "CHECUS_GATEWAY_URL": self.sim.base_url, "CHECUS_APP_ID": APP_ID, "CHECUS_MERCHANT_NO": MERCHANT_NO,
             "CHECUS_PLATFORM_PUBLIC_KEYS": self.platform.public_key, "REDIS_URL": self.redis_server.url,
             "DATABASE_URL": self.database_url, "CHECUS_TIME_SCALE": str(self.spec.time_scale),
+            "CHECUS_RECEIVER_PROCESSES": str(self.spec.receiver_processes),
         })
         return env
 

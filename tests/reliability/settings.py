@@ -28,6 +28,15 @@ def storm_scale() -> float:
     return scale
 
 
+def storm_receiver_processes() -> int:
+    """``CHECUS_STORM_RECEIVER_PROCESSES``: the storm's ``web`` as that many processes (CI: 1)."""
+    raw = os.environ.get("CHECUS_STORM_RECEIVER_PROCESSES", "").strip()
+    count = int(raw) if raw else 1
+    if count < 1:
+        raise ValueError("CHECUS_STORM_RECEIVER_PROCESSES must be at least 1")
+    return count
+
+
 def model_budget() -> tuple[int, int]:
     """``CHECUS_MODEL_EXAMPLES`` / ``CHECUS_MODEL_STEPS`` for the Hypothesis model (CI: 80 x 30)."""
     examples = int(os.environ.get("CHECUS_MODEL_EXAMPLES", "").strip() or 80)

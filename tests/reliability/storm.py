@@ -50,6 +50,7 @@ from worker.store.schema import orders
 
 from .cluster import Cluster, ClusterSpec
 from .procs import Pid
+from .settings import storm_receiver_processes
 
 LOCK_TTL = Timers().lock_ttl
 TIME_SCALE = 0.01
@@ -116,7 +117,8 @@ class StormPlan:
     def cluster_spec(self) -> ClusterSpec:
         return ClusterSpec(time_scale=TIME_SCALE, fork_workers=3, simple_workers=2, schedulers=1,
                            sim_seed=self.seed, sim_faults=self.sim_faults(), refund_auto_complete_seconds=100.0,
-                           http_read_timeout=1.0, notify_timeout_seconds=5.0, sink_failure_rate=0.05)
+                           http_read_timeout=1.0, notify_timeout_seconds=5.0, sink_failure_rate=0.05,
+                           receiver_processes=storm_receiver_processes())
 
     @classmethod
     def build(cls, seed: int, scale: float = 1.0) -> StormPlan:
