@@ -18,11 +18,10 @@ import sys
 
 from starlette.types import ASGIApp
 
-from .bootstrap import freeze_startup_heap, process_runtime
+from .bootstrap import process_runtime
 from .logs import configure_logging
-from .metrics import start_metrics
 from .slow_clients import GuardedHttpToolsProtocol
-from .web import client_limits, receiver_app
+from .web import client_limits, serving_app
 
 RECEIVER_APP = "worker.receiver_processes:process_app"
 RECEIVER_PROTOCOL = "worker.receiver_processes:ReceiverHttpProtocol"
@@ -43,11 +42,7 @@ def process_app() -> ASGIApp:
     configure_logging(level=rt.settings.log_level)
     _no_access_log()
     ReceiverHttpProtocol.limits = client_limits(rt.settings)
-    start_metrics(rt, store=True, span=rt.settings.receiver_processes)
-    rt.verifier  # noqa: B018 - a bad platform key fails at start, not on the first request
-    app = receiver_app(rt)
-    freeze_startup_heap()
-    return app
+    return serving_app(rt, metrics_span=rt.settings.receiver_processes)
 
 
 def _die_with_supervisor() -> None:

@@ -10,6 +10,7 @@ from starlette.types import ASGIApp
 from .bootstrap import Runtime, freeze_startup_heap, process_runtime
 from .config import Settings
 from .ingest import Ingestor
+from .metrics import start_metrics
 from .receiver import create_receiver
 from .slow_clients import BodyDeadline, ClientLimits, guarded_protocol
 
@@ -46,6 +47,18 @@ def app_factory() -> ASGIApp:
     return receiver_app(process_runtime())
 
 
+def serving_app(rt: Runtime, *, metrics_span: int = 1) -> ASGIApp:
+    """The app of a process about to serve, after that process's set-up: its metrics (with the
+    business gauges), the platform keys loaded (a bad key fails at start, not on the first
+    request) and the start-up heap frozen. The one sequence for a single-process receiver and for
+    each process of several (``receiver_processes.process_app``); logging is configured before."""
+    start_metrics(rt, store=True, span=metrics_span)
+    rt.verifier  # noqa: B018 - loaded now, see above
+    app = receiver_app(rt)
+    freeze_startup_heap()
+    return app
+
+
 def serve_receiver(rt: Runtime, *, host: str, port: int, processes: int) -> None:
     """Serve the receiver until stopped: in this process, or in ``processes`` processes sharing the port.
 
@@ -60,9 +73,7 @@ def serve_receiver(rt: Runtime, *, host: str, port: int, processes: int) -> None
 
     rt.verifier  # noqa: B018 - a bad platform key fails here, once, not in a loop of restarted processes
     if processes <= 1:
-        app = receiver_app(rt)
-        freeze_startup_heap()
-        uvicorn.run(app, host=host, port=port, **server_options(rt.settings))
+        uvicorn.run(serving_app(rt), host=host, port=port, **server_options(rt.settings))
         return
     from .receiver_processes import RECEIVER_APP, RECEIVER_PROTOCOL
 

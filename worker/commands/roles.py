@@ -12,12 +12,13 @@ from ..bootstrap import process_runtime
 from ..logs import configure_logging
 
 
-def _setup(*, store_metrics: bool = False) -> None:
+def _setup() -> None:
+    """Logs and metrics of a worker or scheduler (the receiver's processes: ``web.serving_app``)."""
     from ..metrics import start_metrics
 
     rt = process_runtime()
     configure_logging(level=rt.settings.log_level)
-    start_metrics(rt, store=store_metrics)
+    start_metrics(rt, store=False)
 
 
 @click.command()
@@ -29,13 +30,10 @@ def web(host: str | None, port: int | None, processes: int | None) -> None:
     from ..web import serve_receiver
 
     rt = process_runtime()
+    configure_logging(level=rt.settings.log_level)
     count = processes or rt.settings.receiver_processes
-    if count > 1:  # the processes set themselves up (logs, metrics); this one only supervises them
-        configure_logging(level=rt.settings.log_level)
-        if processes:
-            os.environ["CHECUS_RECEIVER_PROCESSES"] = str(count)  # the processes read their settings from it
-    else:
-        _setup(store_metrics=True)
+    if processes:
+        os.environ["CHECUS_RECEIVER_PROCESSES"] = str(count)  # several processes read their settings from it
     serve_receiver(rt, host=host or rt.settings.receiver_host, port=port or rt.settings.receiver_port,
                    processes=count)
 
