@@ -18,6 +18,8 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Final, Generic, NamedTuple, Protocol, TypeAlias, TypeVar
 
+from .sending import MAX_RETRY_LATER, Answer, SendLedger, classify
+
 
 class Source(StrEnum):
     """Where a fact came from."""
@@ -40,6 +42,7 @@ class AnomalyKind(StrEnum):
     REFUND_OVER_PAID = "refund_over_paid"
     UNKNOWN_REFUND = "unknown_refund"
     NOT_FOUND_AT_GATEWAY = "not_found_at_gateway"
+    REFUND_RETRY_EXHAUSTED = "refund_retry_exhausted"
 
 
 class Outcome(StrEnum):
@@ -65,12 +68,6 @@ EVENT_TYPES: Final = frozenset(
         "anomaly.detected",
     }
 )
-
-# Create/refund answers whose effect at the gateway is not known: treated like a timeout (UNKNOWN,
-# then a query), never like a decline, so a charge that did happen is not reported as failed.
-UNCERTAIN_SUBMIT_CODES: Final = frozenset({"SYSTEM_ERROR", "UNEXPECTED_ERROR", "REQUEST_TIMEOUT"})
-# A duplicate merchant number: the earlier attempt may have gone through.
-DUPLICATE_SUBMIT_CODE: Final = "ORDER_REPEAT"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -178,6 +175,12 @@ class Submitted(Protocol):
     @property
     def last_submit_at(self) -> datetime | None: ...
 
+    @property
+    def accepted_at(self) -> datetime | None: ...
+
+    @property
+    def ledger(self) -> SendLedger: ...
+
 
 def check_report(
     amount: object, status: str, source: Source, *, statuses: frozenset[str], status_of: str, called: str
@@ -202,29 +205,58 @@ def money_mismatch(record: Priced, report: Priced) -> str | None:
     return None
 
 
-def rejection_trigger(code: str, wait_codes: frozenset[str] = frozenset()) -> str:
-    """A refusal is a decline, unless its code says the record may exist after all (or means "not now")."""
-    if code == DUPLICATE_SUBMIT_CODE:
+def rejection_trigger(record: Submitted, code: str, send_no: int, *, retry_later: frozenset[str] = frozenset(),
+                      max_waits: int = MAX_RETRY_LATER) -> str:
+    """The trigger for a refusal of send ``send_no`` (``sending`` rules 2 and 3).
+
+    A refusal ends the record (``submit_rejected``) only when the send is known to be the first
+    that could have had an effect; otherwise it is resolved by query (``submit_rejected_resend``).
+    ORDER_REPEAT and codes we cannot read as definitive are never refusals.
+    """
+    answer = classify(code, retry_later=retry_later)
+    if answer is Answer.REPEAT:
         return "submit_duplicate"
-    if code in UNCERTAIN_SUBMIT_CODES:
+    if answer is Answer.UNKNOWN:
         return "submit_unknown"
-    return "submit_rejected_wait" if code in wait_codes else "submit_rejected"
+    if not record.ledger.known_first(send_no):
+        return "submit_rejected_resend"
+    if answer is Answer.RETRY_LATER:
+        return "submit_wait_exhausted" if send_no >= max_waits else "submit_rejected_wait"
+    return "submit_rejected"
 
 
 def not_found_trigger(
     record: Submitted, unknown: StrEnum, pending: StrEnum, now: datetime, limits: tuple[timedelta, timedelta]
 ) -> str:
-    """``not_found_overdue`` once a not-found answer should no longer be waited out, else ``not_found``.
+    """The trigger for an ORDER_NOT_EXIST answer to a query about ``record``; ``limits`` is (grace, alarm).
 
-    Overdue: an ``unknown`` record past the grace since its last submit (or its creation), a
-    ``pending`` one past the alarm since its creation; ``limits`` is (grace, alarm).
+    UNKNOWN, within the grace since its last send: ``not_found`` (Checus's query may lag). Past it,
+    by the answer to that send:
+
+    - none, or one we could not read: the send was lost, ``not_found_overdue`` (send it again);
+    - a refusal (or, for a refund, "not now" past the cap): sending again would only be refused
+      again, and an earlier send whose answer we never read may still show up, so the query is
+      given until the alarm, then ``not_found_after_refusal`` (nothing was taken: FAILED);
+    - ORDER_REPEAT: Checus knows the number and its query contradicts it: ``not_found_alarm``
+      once the alarm has passed since that answer (an operator looks), never a resend.
+
+    PENDING: ``not_found_alarm`` once the alarm has passed since the last send Checus accepted.
     """
     grace, alarm = limits
-    if record.state is unknown:
-        overdue = now - (record.last_submit_at or record.created_at) >= grace
-    else:
-        overdue = record.state is pending and now - record.created_at >= alarm
-    return "not_found_overdue" if overdue else "not_found"
+    sent = record.last_submit_at or record.created_at
+    accepted = record.accepted_at or sent
+    if record.state is pending:
+        return "not_found_alarm" if now - accepted >= alarm else "not_found"
+    if record.state is not unknown or now - sent < grace:
+        return "not_found"
+    ledger = record.ledger
+    if ledger.last_answer is Answer.REPEAT:
+        return "not_found_alarm" if now - accepted >= alarm else "not_found"
+    if ledger.last_answer is Answer.REJECTED or (
+        ledger.last_answer is Answer.RETRY_LATER and ledger.clean >= MAX_RETRY_LATER
+    ):
+        return "not_found_after_refusal" if now - sent >= alarm else "not_found"
+    return "not_found_overdue"
 
 
 def anomaly_effects(row: Row[S], state: S, source: Source, reason: str | None = None) -> tuple[Effect, ...]:

@@ -23,10 +23,9 @@ from datetime import datetime
 from decimal import Decimal
 
 from .common import Decision, require_decimal
-from .orders import OrderState
-from .refunds import RefundFacts, RefundReport, RefundState, UnfitRefundReport, decide_refund
-
-_IN_PROGRESS = (RefundState.REFUND_PENDING, RefundState.UNKNOWN)
+from .order_inputs import OrderState
+from .refund_inputs import RefundFacts, RefundReport, RefundState, UnfitRefundReport
+from .refunds import REFUND_IN_PROGRESS, decide_refund
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -59,7 +58,7 @@ def remaining_if_succeeded(
 
 def may_submit(refunds: Iterable[tuple[RefundState, Decimal]]) -> bool:
     """True when no refund of the order is REFUND_PENDING or UNKNOWN (one in progress at a time)."""
-    return not any(state in _IN_PROGRESS for state, _ in refunds)
+    return not any(state in REFUND_IN_PROGRESS for state, _ in refunds)
 
 
 def _reason(

@@ -1,9 +1,13 @@
 """The payment-order state machine: every rule that moves an order lives in this file.
 
+Its vocabulary (``OrderState``, ``OrderFacts`` and the events) is in ``order_inputs``.
+
 Rules, read before the table:
 
 1. States: CREATED (stored, not yet sent) → PENDING (accepted by Checus) → SUCCESS | FAILED |
-   CLOSED. UNKNOWN means the create call's outcome is unknown. SUCCESS, FAILED, CLOSED are terminal.
+   CLOSED. UNKNOWN means a create call was sent (or is being sent) and its outcome is not known:
+   a send is claimed (CREATED → UNKNOWN, ``send_claimed``) before the call, so one sender sends
+   and a sender that dies leaves a record the query resolves. SUCCESS, FAILED, CLOSED are terminal.
 2. ``decide(order, event, *, now)`` names a trigger for the input, then the table below picks the
    first row for that trigger, the order's state and the fact's source. Rows are read top to bottom.
 3. A report is checked before the table, in this order: appId/merchantNo (when present), currency,
@@ -17,18 +21,20 @@ Rules, read before the table:
 7. The only way out of a terminal state is an operator turning FAILED/CLOSED into SUCCESS after a
    LATE_SUCCESS was confirmed by a fresh query. SUCCESS is never left: a contradicted success is
    resolved by a refund.
-8. ORDER_NOT_EXIST: an UNKNOWN order not found ``NOT_FOUND_GRACE`` after its last submit goes back to
-   CREATED and is resubmitted with the same outTradeNo; a PENDING order not found
-   ``NOT_FOUND_ALARM`` after creation is an anomaly (eventual consistency until then).
+8. A refusal of /orderAndPay fails the order only when the send is known to be the first that
+   could have had an effect (``sending`` rule 3); a refusal of a resend, ORDER_REPEAT, and any
+   answer we cannot read are resolved by query.
+9. ORDER_NOT_EXIST (``common.not_found_trigger``): an UNKNOWN order not found ``NOT_FOUND_GRACE``
+   after its last send goes back to CREATED and is sent again with the same outTradeNo; if that
+   send was refused it is FAILED only once it is still not found ``NOT_FOUND_ALARM`` after it; a
+   PENDING order (or one Checus answered ORDER_REPEAT) not found ``NOT_FOUND_ALARM`` after the
+   last send Checus accepted is an anomaly.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal
-from enum import StrEnum
-from typing import Final, TypeAlias
+from typing import Final
 
 from .common import (
     AnomalyKind,
@@ -42,25 +48,24 @@ from .common import (
     SaveToken,
     Source,
     anomaly_effects,
-    check_report,
     money_mismatch,
     not_found_trigger,
     rejection_trigger,
-    require_decimal,
 )
 from .engine import Table
-
-
-class OrderState(StrEnum):
-    """Local state of a payment order; values are the gateway's words where they exist."""
-
-    CREATED = "CREATED"
-    PENDING = "PENDING"
-    UNKNOWN = "UNKNOWN"
-    SUCCESS = "SUCCESS"
-    FAILED = "FAILED"
-    CLOSED = "CLOSED"
-
+from .order_inputs import (
+    GatewayNotFound,
+    GatewayReport,
+    OperatorResolve,
+    OrderEvent,
+    OrderFacts,
+    OrderState,
+    SubmitAccepted,
+    SubmitClaimed,
+    SubmitDuplicate,
+    SubmitRejected,
+    SubmitUnknown,
+)
 
 CREATED, PENDING, UNKNOWN = OrderState.CREATED, OrderState.PENDING, OrderState.UNKNOWN
 SUCCESS, FAILED, CLOSED = OrderState.SUCCESS, OrderState.FAILED, OrderState.CLOSED
@@ -90,17 +95,24 @@ ORDER_TRANSITIONS: Final[tuple[Row[OrderState], ...]] = (
     Row("report_app_mismatch",      _ALL,               None,    ANOMALY,   anomaly=APP_MISMATCH),
     Row("report_currency_mismatch", _ALL,               None,    ANOMALY,   anomaly=CURRENCY_MISMATCH),
     Row("report_amount_mismatch",   _ALL,               None,    ANOMALY,   anomaly=AMOUNT_MISMATCH),
-    # -- answers to /orderAndPay
+    # -- claiming the send: only a CREATED order is sent, by the one sender whose claim was written
+    Row("send_claimed",             (CREATED,),         UNKNOWN, APPLIED),
+    Row("send_claimed",             _SENT,              None,    REJECTED),
+    # -- answers to /orderAndPay (a late answer may find the order CREATED again, or moved on)
     Row("submit_accepted",          (CREATED, UNKNOWN), PENDING, APPLIED),
     Row("submit_accepted",          (PENDING,),         None,    DUPLICATE),
     Row("submit_accepted",          _DONE,              None,    NOOP),
-    Row("submit_rejected",          (CREATED, UNKNOWN), FAILED,  APPLIED,   _FAILED),
+    Row("submit_rejected",          (UNKNOWN,),         FAILED,  APPLIED,   _FAILED),
     Row("submit_rejected",          (FAILED,),          None,    DUPLICATE),
-    Row("submit_rejected",          (PENDING, SUCCESS, CLOSED), None, NOOP),
+    Row("submit_rejected",          (CREATED, PENDING, SUCCESS, CLOSED), None, NOOP),
+    Row("submit_rejected_resend",   (UNKNOWN,),         None,    CONFIRM,   _QUERY),
+    Row("submit_rejected_resend",   (CREATED, PENDING, *_DONE), None, NOOP),
     Row("submit_unknown",           (CREATED,),         UNKNOWN, APPLIED,   _QUERY),
-    Row("submit_unknown",           _SENT,              None,    NOOP),
+    Row("submit_unknown",           (UNKNOWN,),         None,    CONFIRM,   _QUERY),
+    Row("submit_unknown",           (PENDING, *_DONE),  None,    NOOP),
     Row("submit_duplicate",         (CREATED,),         UNKNOWN, APPLIED,   _QUERY),
-    Row("submit_duplicate",         _SENT,              None,    NOOP),
+    Row("submit_duplicate",         (UNKNOWN,),         None,    CONFIRM,   _QUERY),
+    Row("submit_duplicate",         (PENDING, *_DONE),  None,    NOOP),
     # -- verified notifications and queries
     Row("report_pending",           (UNKNOWN,),         PENDING, APPLIED),
     Row("report_pending",           (CREATED, PENDING, *_DONE), None, NOOP),
@@ -116,9 +128,10 @@ ORDER_TRANSITIONS: Final[tuple[Row[OrderState], ...]] = (
     Row("report_closed",            _UNPAID,            None,    DUPLICATE),
     Row("report_closed",            (SUCCESS,),         None,    CONFIRM,   _QUERY, via=NOTIFIED),
     Row("report_closed",            (SUCCESS,),         None,    ANOMALY,   anomaly=SUCCESS_CONTRADICTED),
-    # -- /orderQuery said ORDER_NOT_EXIST; overdue = past the grace (UNKNOWN) or the alarm (PENDING)
+    # -- /orderQuery said ORDER_NOT_EXIST (rule 9 says which trigger)
     Row("not_found_overdue",        (UNKNOWN,),         CREATED, APPLIED,   (Resubmit(),)),
-    Row("not_found_overdue",        (PENDING,),         None,    ANOMALY,   anomaly=NOT_FOUND),
+    Row("not_found_after_refusal",  (UNKNOWN,),         FAILED,  APPLIED,   _FAILED),
+    Row("not_found_alarm",          (UNKNOWN, PENDING), None,    ANOMALY,   anomaly=NOT_FOUND),
     Row("not_found",                _ALL,               None,    NOOP),
     # -- operator decisions: the only edges out of a terminal state; anything else is refused
     Row("operator_to_success",      _UNPAID,            SUCCESS, APPLIED,   _SUCCEEDED),
@@ -127,110 +140,33 @@ ORDER_TRANSITIONS: Final[tuple[Row[OrderState], ...]] = (
 # fmt: on
 
 _TABLE: Final = Table("orders", OrderState, ORDER_TRANSITIONS)
+ORDER_TERMINAL: Final[frozenset[OrderState]] = frozenset(_DONE)
 LEGAL_ORDER_EDGES: Final[frozenset[tuple[OrderState, OrderState]]] = _TABLE.edges
-_REPORT_STATUSES: Final = frozenset({"PENDING", "SUCCESS", "FAILED", "CLOSED"})
 
 
 def is_terminal(state: OrderState) -> bool:
     """True for SUCCESS, FAILED and CLOSED: states a report can never leave."""
-    return state in (SUCCESS, FAILED, CLOSED)
+    return state in ORDER_TERMINAL
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class OrderFacts:
-    """What the shell knows about the order when the input arrives."""
-
-    state: OrderState
-    amount: Decimal
-    currency: str
-    app_id: str
-    merchant_no: str
-    user_id: str
-    tokenize: bool
-    created_at: datetime
-    last_submit_at: datetime | None = None
-
-    def __post_init__(self) -> None:
-        require_decimal("amount", self.amount)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SubmitAccepted:
-    """/orderAndPay answered APPLY_SUCCESS with ``status_hint`` PENDING or SUCCESS."""
-
-    status_hint: str = "PENDING"
-
-    def __post_init__(self) -> None:
-        if self.status_hint not in ("PENDING", "SUCCESS"):
-            raise ValueError(f"status_hint must be PENDING or SUCCESS, got {self.status_hint!r}")
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SubmitRejected:
-    """/orderAndPay refused the request with ``code`` (a decline with no effect at the gateway)."""
-
-    code: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SubmitUnknown:
-    """The /orderAndPay call's outcome is unknown (timeout, connection lost, unreadable answer)."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SubmitDuplicate:
-    """/orderAndPay answered ORDER_REPEAT: the outTradeNo is already known to the gateway."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class GatewayReport:
-    """A verified notification or an /orderQuery answer about the order."""
-
-    status: str
-    amount: Decimal
-    currency: str
-    source: Source
-    app_id: str | None = None
-    merchant_no: str | None = None
-    has_token: bool = False
-
-    def __post_init__(self) -> None:
-        check_report(
-            self.amount,
-            self.status,
-            self.source,
-            statuses=_REPORT_STATUSES,
-            status_of="order",
-            called="gateway report",
-        )
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class GatewayNotFound:
-    """/orderQuery answered ORDER_NOT_EXIST."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class OperatorResolve:
-    """An operator asks to move the order to ``to_state``, giving a reason for the audit trail."""
-
-    to_state: OrderState
-    reason: str
-
-    def __post_init__(self) -> None:
-        if not self.reason.strip():
-            raise ValueError("an operator decision needs a reason")
 
 
-OrderEvent: TypeAlias = (
-    SubmitAccepted
-    | SubmitRejected
-    | SubmitUnknown
-    | SubmitDuplicate
-    | GatewayReport
-    | GatewayNotFound
-    | OperatorResolve
-)
+
+
 
 
 def _mismatch(order: OrderFacts, report: GatewayReport) -> str | None:
@@ -243,6 +179,7 @@ def _mismatch(order: OrderFacts, report: GatewayReport) -> str | None:
 
 
 _FIXED_TRIGGERS: Final[dict[type, str]] = {
+    SubmitClaimed: "send_claimed",
     SubmitAccepted: "submit_accepted",
     SubmitUnknown: "submit_unknown",
     SubmitDuplicate: "submit_duplicate",
@@ -254,7 +191,7 @@ def _trigger(order: OrderFacts, event: OrderEvent, now: datetime, grace: timedel
     if isinstance(event, GatewayReport):
         return _mismatch(order, event) or f"report_{event.status.lower()}"
     if isinstance(event, SubmitRejected):
-        return rejection_trigger(event.code)
+        return rejection_trigger(order, event.code, event.send_no)
     if isinstance(event, GatewayNotFound):
         return not_found_trigger(order, UNKNOWN, PENDING, now, (grace, alarm))
     if isinstance(event, OperatorResolve):
@@ -266,6 +203,8 @@ def _source(event: OrderEvent) -> Source:
     """Where the input came from."""
     if isinstance(event, GatewayReport):
         return event.source
+    if isinstance(event, GatewayNotFound):
+        return Source.POLL
     return Source.OPERATOR if isinstance(event, OperatorResolve) else Source.API
 
 
@@ -277,7 +216,8 @@ def _extra(order: OrderFacts, event: OrderEvent, row: Row[OrderState]) -> tuple[
         return ()
     if isinstance(event, SubmitAccepted) and event.status_hint == "SUCCESS":
         return _QUERY
-    if isinstance(event, GatewayReport) and row.dest is SUCCESS and order.tokenize and event.has_token:
+    carries_token = isinstance(event, GatewayReport | OperatorResolve) and event.has_token
+    if row.dest is SUCCESS and order.tokenize and carries_token:
         return (SaveToken(user_id=order.user_id), EmitEvent(type="token.saved"))
     return ()
 

@@ -9,7 +9,7 @@ import pytest
 import redis as redis_lib
 
 from tests.support.postgres import create_database, drop_database
-from worker.demo.redis_server import RedisServer
+from worker.devtools.demo.redis_server import RedisServer
 from worker.gateway.signing import PortalKeyPair, generate_portal_key_pair
 
 
@@ -34,8 +34,8 @@ def other_keys() -> PortalKeyPair:
 @pytest.fixture
 def sim(merchant_keys: PortalKeyPair, platform_keys: PortalKeyPair) -> Iterator[object]:
     """A fresh simulator on a free loopback port, notifications on a 1000x fast clock."""
-    from worker.simulator.server import start_background
-    from worker.simulator.testkit import simulator_config
+    from tests.support.simkit import simulator_config
+    from worker.devtools.simulator.server import start_background
 
     running = start_background(simulator_config(merchant_keys, platform_keys, time_scale=0.001))
     try:

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .gateway.client import base_url_for
-from .gateway.signing import KeyLoadError, Signer, Verifier, load_public_keys, read_key_file
+from worker.gateway.client import base_url_for
+from worker.gateway.signing import KeyLoadError, Signer, Verifier, load_public_keys, read_key_file
 
 
 class SettingsError(ValueError):
@@ -123,7 +123,11 @@ class Settings:
     platform_public_keys: str | None = field(repr=False)
     notify_base_url: str | None
     redis_url: str
+    redis_sentinels: tuple[tuple[str, int], ...] = ()  # REDIS_SENTINELS: reach the primary through these
+    redis_sentinel_master: str | None = None
+    redis_sentinel_password: str | None = field(default=None, repr=False)
     database_url: str
+    database_prepared_statements: bool = True  # DATABASE_PREPARED_STATEMENTS=off behind PgBouncer < 1.21
     http_connect_timeout: float = 5.0
     http_read_timeout: float = 20.0
     log_level: str = "INFO"
@@ -135,12 +139,15 @@ class Settings:
     stuck_after: dict[str, float] | None = None
     ops_token: str | None = field(default=None, repr=False)
     metrics_port: int | None = None
+    role_metrics_ports: dict[str, int] = field(default_factory=dict)  # CHECUS_METRICS_PORT_<ROLE>
     receiver_host: str = "127.0.0.1"
     receiver_port: int = 8080
     receiver_processes: int = 1
     receiver_header_timeout: float = 10.0
     receiver_body_timeout: float = 10.0
     receiver_max_header_bytes: int = 16 * 1024
+    api_host: str = "127.0.0.1"
+    api_port: int = 8081
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -152,7 +159,11 @@ class Settings:
             platform_public_keys=_secret(env, "CHECUS_PLATFORM_PUBLIC_KEYS", private=False),
             notify_base_url=(env.get("CHECUS_NOTIFY_BASE_URL") or "").rstrip("/") or None,
             redis_url=env.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+            redis_sentinels=_sentinels(env),
+            redis_sentinel_master=_sentinel_master(env),
+            redis_sentinel_password=env.get("REDIS_SENTINEL_PASSWORD") or None,
             database_url=env.get("DATABASE_URL", "sqlite:///checus-worker.db"),
+            database_prepared_statements=_on_off(env, "DATABASE_PREPARED_STATEMENTS", default=True),
             http_connect_timeout=_float(env, "CHECUS_HTTP_CONNECT_TIMEOUT", 5.0),
             http_read_timeout=_float(env, "CHECUS_HTTP_READ_TIMEOUT", 20.0),
             log_level=env.get("LOG_LEVEL", "INFO"),
@@ -164,12 +175,15 @@ class Settings:
             event_webhook_secret=_webhook_secret(env),
             ops_token=_ops_token(env),
             metrics_port=int(_float(env, "CHECUS_METRICS_PORT", 0)) or None,
+            role_metrics_ports=_role_ports(env),
             receiver_host=env.get("CHECUS_RECEIVER_HOST", "127.0.0.1"),
             receiver_port=int(_float(env, "CHECUS_RECEIVER_PORT", 8080)),
             receiver_processes=max(1, int(_float(env, "CHECUS_RECEIVER_PROCESSES", 1))),
             receiver_header_timeout=_float(env, "CHECUS_RECEIVER_HEADER_TIMEOUT", 10.0),
             receiver_body_timeout=_float(env, "CHECUS_RECEIVER_BODY_TIMEOUT", 10.0),
             receiver_max_header_bytes=_header_bytes(env, "CHECUS_RECEIVER_MAX_HEADER_BYTES"),
+            api_host=env.get("CHECUS_API_HOST", "127.0.0.1"),
+            api_port=int(_float(env, "CHECUS_API_PORT", 8081)),
         )
 
     def require(self, *names: str) -> None:
@@ -201,3 +215,44 @@ class Settings:
         values = {name: getattr(self, name) for name in self.__dataclass_fields__}
         values.update(changes)
         return Settings(**values)
+
+
+METRICS_ROLES = ("web", "work", "scheduler", "api")
+
+
+def _role_ports(env: Mapping[str, str]) -> dict[str, int]:
+    """``CHECUS_METRICS_PORT_WEB`` … : a role's own port, when several roles share one host's settings."""
+    ports = {role: int(_float(env, f"CHECUS_METRICS_PORT_{role.upper()}", 0)) for role in METRICS_ROLES}
+    return {role: port for role, port in ports.items() if port}
+
+
+def _sentinels(env: Mapping[str, str]) -> tuple[tuple[str, int], ...]:
+    """``REDIS_SENTINELS=host:port,host:port``: Redis through Sentinel (``REDIS_URL`` then gives
+    the database number, the password and ``rediss://`` for TLS of the data nodes, not their address)."""
+    found = []
+    for item in (env.get("REDIS_SENTINELS") or "").split(","):
+        if not item.strip():
+            continue
+        host, _, port = item.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise SettingsError("REDIS_SENTINELS", f"{item.strip()!r} is not host:port")
+        found.append((host.strip("[]"), int(port)))
+    return tuple(found)
+
+
+def _sentinel_master(env: Mapping[str, str]) -> str | None:
+    name = env.get("REDIS_SENTINEL_MASTER") or None
+    if env.get("REDIS_SENTINELS", "").strip() and not name:
+        raise SettingsError("REDIS_SENTINEL_MASTER", "is required with REDIS_SENTINELS (the monitored master's name)")
+    return name
+
+
+def _on_off(env: Mapping[str, str], name: str, *, default: bool) -> bool:
+    value = (env.get(name) or "").strip().lower()
+    if not value:
+        return default
+    if value in ("on", "true", "1", "yes"):
+        return True
+    if value in ("off", "false", "0", "no"):
+        return False
+    raise SettingsError(name, f"{value!r} is not on or off")

@@ -14,9 +14,9 @@ from typing import TypeVar
 import structlog
 from rq import get_current_job
 
-from . import applier, events, notifications, payments, polls, refunding
-from .bootstrap import process_runtime
-from .metrics import JOB_SECONDS, JOBS
+from worker.bootstrap import process_runtime
+from worker.flows import applier, events, notifications, payments, polls, refunding
+from worker.metrics import JOB_SECONDS, JOBS
 
 log = structlog.get_logger("worker.jobs")
 T = TypeVar("T")

@@ -21,8 +21,8 @@ from rq.exceptions import StopRequested
 from rq.serializers import JSONSerializer
 from rq.worker import BaseWorker
 
-from .bootstrap import Runtime
-from .queueing import make_queue
+from worker.runtime import Runtime
+from worker.runtime.queueing import make_queue
 
 log = structlog.get_logger("worker.rqworker")
 WORKER_TTL = 30

@@ -24,13 +24,14 @@ import structlog
 from redis.exceptions import LockError, RedisError
 from rq.registry import StartedJobRegistry
 
-from .bootstrap import Runtime
-from .store import inbox, outbox, repo
-from .store.db import write
-from .store.schema import orders, refunds
+from worker.runtime import Runtime
+from worker.runtime.locks import SCHEDULER_LEASE_KEY
+from worker.store import inbox, outbox, repo
+from worker.store.db import write
+from worker.store.schema import orders, refunds
 
 log = structlog.get_logger("worker.scheduler")
-LEASE_KEY = "checus:scheduler:leader"
+LEASE_KEY = SCHEDULER_LEASE_KEY
 
 
 @dataclass(frozen=True, slots=True)

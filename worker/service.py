@@ -7,20 +7,25 @@ so what this API reports is exactly what the workers will act on. Results are pl
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from .bootstrap import Runtime
-from .gateway.money import from_minor
-from .gateway.requests import HostedCardPayment, TokenPayment
-from .payments import store_order, submit
-from .refunding import create_refund
-from .store import repo
-from .store.db import read
-from .store.records import OrderRecord, RefundRecord, TokenRecord, TransitionRecord
-from .tokens import list_tokens, remove_token, usable_token
+from worker.config import SettingsError
+from worker.flows.payments import after_open, open_order, send, stored_request
+from worker.flows.refunding import create_refund
+from worker.flows.tokens import list_tokens, remove_token, usable_token
+from worker.gateway import ChecusClient, RequestInvalid
+from worker.gateway.money import from_minor
+from worker.gateway.requests import HostedCardPayment, TokenPayment
+from worker.runtime import Runtime
+from worker.service_errors import Conflict, InvalidRequest, NotConfigured, OutcomeUnknown
+from worker.store import repo
+from worker.store.db import read
+from worker.store.records import OrderRecord, RefundRecord, TokenRecord, TransitionRecord
 
 
 def _plain(value: Any) -> Any:
@@ -38,9 +43,10 @@ def _plain(value: Any) -> Any:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PaymentResult:
     out_trade_no: str
-    state: str  # our state after the create call: PENDING, UNKNOWN, FAILED ...
+    state: str  # our state after the create call: PENDING, FAILED, or UNKNOWN (being resolved by query)
     redirect_url: str | None  # send the buyer here (cashier or 3DS); None when no browser step is needed
     gateway_hint: str | None  # /orderAndPay's own status (SUCCESS is a hint until confirmed)
+    code: str | None = None  # Checus's refusal code when it refused the payment
 
     def to_dict(self) -> dict[str, Any]:
         return dict(_plain(asdict(self)))
@@ -80,6 +86,8 @@ def token_dict(token: TokenRecord) -> dict[str, Any]:
 
 
 class PaymentService:
+    """Every method returns a result or raises a ``service_errors.ServiceError`` (see its tree)."""
+
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
 
@@ -88,12 +96,13 @@ class PaymentService:
                             allowed_card_orgs: tuple[str, ...] = (), expire_seconds: int | None = None,
                             reference: str | None = None) -> PaymentResult:
         """A hosted-checkout card payment; redirect the buyer to ``redirect_url``."""
-        request = HostedCardPayment(
-            out_trade_no=out_trade_no, subject=subject, amount=amount, currency=currency, user_id=user_id,
-            front_callback_url=front_callback_url, country=country, notify_url=self.rt.notify_url("payment"),
-            expire_seconds=expire_seconds, allowed_card_orgs=allowed_card_orgs, token_for_future_use=save_card,
-            reference=reference,
-        )
+        with _invalid_as_refused():
+            request = HostedCardPayment(
+                out_trade_no=out_trade_no, subject=subject, amount=amount, currency=currency, user_id=user_id,
+                front_callback_url=front_callback_url, country=country, notify_url=self.rt.notify_url("payment"),
+                expire_seconds=expire_seconds, allowed_card_orgs=allowed_card_orgs, token_for_future_use=save_card,
+                reference=reference,
+            )
         return self._create(request, token_ref=None)
 
     def pay_with_token(self, *, out_trade_no: str, user_id: str, token: int, amount: Decimal, currency: str,
@@ -101,20 +110,38 @@ class PaymentService:
                        front_callback_url: str | None = None) -> PaymentResult:
         """A later payment with a saved card; refused locally unless the token is Activated and the user's."""
         saved = usable_token(self.rt, user_id, token)
-        request = TokenPayment(
-            out_trade_no=out_trade_no, subject=subject, amount=amount, currency=currency, country=country,
-            user_id=user_id, payment_token_id=saved.token_id, client_ip=client_ip, user_agent=user_agent,
-            notify_url=self.rt.notify_url("payment"), front_callback_url=front_callback_url,
-        )
+        with _invalid_as_refused():
+            request = TokenPayment(
+                out_trade_no=out_trade_no, subject=subject, amount=amount, currency=currency, country=country,
+                user_id=user_id, payment_token_id=saved.token_id, client_ip=client_ip, user_agent=user_agent,
+                notify_url=self.rt.notify_url("payment"), front_callback_url=front_callback_url,
+            )
         return self._create(request, token_ref=saved.id)
 
     def _create(self, request: HostedCardPayment | TokenPayment, *, token_ref: int | None) -> PaymentResult:
-        order_id = store_order(self.rt, request, token_ref=token_ref)
-        applied, reply = submit(self.rt, order_id, request)
-        state = str(applied.decision.to_state or applied.decision.from_state) if applied else "UNKNOWN"
-        return PaymentResult(out_trade_no=request.out_trade_no, state=state,
-                             redirect_url=reply.redirect_url if reply else None,
-                             gateway_hint=reply.status.value if reply else None)
+        """Settings first, then store-and-claim, then send: an error before the claim means nothing was stored."""
+        client = _configured_client(self.rt)
+        order, created = open_order(self.rt, request, token_ref=token_ref)
+        if not created:
+            return self._existing(order, request, token_ref)
+        sent = send(self.rt, client, order.id, order.ledger.sends + 1, request)
+        after_open(self.rt, request.out_trade_no)
+        if sent.applied is None:
+            raise OutcomeUnknown(f"Checus may have taken {request.out_trade_no}; it is being resolved by query",
+                                 ref=request.out_trade_no, redirect_url=sent.reply.redirect_url if sent.reply else None)
+        decision = sent.applied.decision
+        return PaymentResult(out_trade_no=request.out_trade_no, state=str(decision.to_state or decision.from_state),
+                             redirect_url=sent.reply.redirect_url if sent.reply else None,
+                             gateway_hint=sent.reply.status.value if sent.reply else None,
+                             code=getattr(sent.event, "code", None))
+
+    def _existing(self, order: OrderRecord, request: HostedCardPayment | TokenPayment,
+                  token_ref: int | None) -> PaymentResult:
+        """The same request again returns the order as it stands; a different one is a ``Conflict``."""
+        if order.request_json != stored_request(request) or order.token_ref != token_ref:
+            raise Conflict(f"{request.out_trade_no} is already a different payment", ref=request.out_trade_no)
+        return PaymentResult(out_trade_no=order.out_trade_no, state=order.state, redirect_url=order.redirect_url,
+                             gateway_hint=order.submit_hint, code=None)
 
     def refund(self, out_trade_no: str, amount: Decimal, *, out_refund_no: str | None = None,
                comments: str | None = None) -> RefundView:
@@ -139,7 +166,29 @@ class PaymentService:
             return RefundView(refund=refund, history=repo.history(conn, "refund", refund.id))
 
     def list_tokens(self, user_id: str, *, sync: bool = True) -> list[TokenRecord]:
-        return list_tokens(self.rt, user_id, sync=sync)
+        if sync:
+            _configured_client(self.rt)
+        with _invalid_as_refused():
+            return list_tokens(self.rt, user_id, sync=sync)
 
     def remove_token(self, user_id: str, token: int, *, reason: str | None = None) -> TokenRecord:
-        return remove_token(self.rt, user_id, token, reason=reason)
+        _configured_client(self.rt)
+        with _invalid_as_refused():
+            return remove_token(self.rt, user_id, token, reason=reason)
+
+
+@contextlib.contextmanager
+def _invalid_as_refused() -> Iterator[None]:
+    """A request that breaks a wire rule is refused before anything is stored."""
+    try:
+        yield
+    except RequestInvalid as exc:
+        raise InvalidRequest(str(exc)) from None
+
+
+def _configured_client(rt: Runtime) -> ChecusClient:
+    """The gateway client, or ``NotConfigured`` naming the setting (checked before anything is stored)."""
+    try:
+        return rt.client
+    except SettingsError as exc:
+        raise NotConfigured(str(exc), variable=exc.variable) from None

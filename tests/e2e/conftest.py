@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from worker.demo.stack import EmbeddedStack
+from worker.devtools.demo.stack import EmbeddedStack
 
 
 class Events:

@@ -12,14 +12,14 @@ from prometheus_client import CollectorRegistry, generate_latest
 from tests.e2e.conftest import cashier, sim_control
 from tests.e2e.test_payment_flows import first_payment, state_of
 from worker.cli import main
-from worker.demo.stack import EmbeddedStack
-from worker.metrics import StoreCollector
+from worker.devtools.demo.stack import EmbeddedStack
+from worker.devtools.serving import serve_in_thread
 from worker.ops.actions import OperatorError, open_records, reconcile, replay, resolve_anomaly
-from worker.queueing import make_queue
-from worker.serving import serve_in_thread
+from worker.ops.gauges import StoreCollector
+from worker.receiver.web import receiver_app
+from worker.runtime.queueing import make_queue
 from worker.store.db import read
 from worker.store.schema import anomalies, inbox
-from worker.web import receiver_app
 
 TOKEN = "ops-token-for-tests-0123456789abcdef"
 
@@ -82,7 +82,7 @@ def test_replay_reapplies_harmlessly(stack: EmbeddedStack) -> None:
     assert replay(stack.rt, entry_id) == f"apply-inbox-{entry_id}"
     stack.drain()
     view = stack.service.get_order("OPS_REPLAY")
-    assert view is not None and len(view.history) == 2
+    assert view is not None and len(view.history) == 3  # claimed, accepted, settled
     with pytest.raises(OperatorError):
         replay(stack.rt, 999999)
 
@@ -139,3 +139,23 @@ def test_ops_page_needs_its_token_and_shows_the_timeline(stack: EmbeddedStack) -
         assert bearer.status_code == 200 and "SUCCESS" in bearer.text
     finally:
         served.stop()
+
+
+def test_resolving_an_anomaly_about_a_kept_notification_asks_checus_nothing(stack: EmbeddedStack) -> None:
+    """An inbox anomaly (an orphan, an unverified row) names no order or refund of Checus: it was once
+    resolved by a refund query with the notification's outTradeNo. It is closed with the note alone."""
+    from worker.store import anomalies as anomaly_store
+    from worker.store.db import write
+
+    with write(stack.rt.engine) as conn:
+        assert anomaly_store.record(conn, entity="inbox", entity_id=7, ref="NEVER_OURS", kind="unknown_order",
+                                    detail="no such order", evidence={}, now=stack.rt.clock())
+    with read(stack.rt.engine) as conn:
+        anomaly_id = conn.execute(sa.select(anomalies.c.id).where(anomalies.c.ref == "NEVER_OURS")).scalar_one()
+    queries = sim_control(stack, "GET", "/ledger")["calls"]
+    outcome = resolve_anomaly(stack.rt, anomaly_id, operator="alice", reason="a portal test order")
+    assert outcome["fresh_query"] == {} and outcome["resolution"] == "a portal test order"
+    assert sim_control(stack, "GET", "/ledger")["calls"] == queries
+    with read(stack.rt.engine) as conn:
+        assert conn.execute(sa.select(anomalies.c.resolved_by).where(anomalies.c.id == anomaly_id)).scalar_one() \
+            == "alice"

@@ -10,9 +10,9 @@ from PIL import Image, ImageStat
 
 from tests.e2e.test_operations import TOKEN
 from tests.e2e.test_payment_flows import first_payment
-from worker.demo.stack import EmbeddedStack
-from worker.serving import serve_in_thread
-from worker.web import receiver_app
+from worker.devtools.demo.stack import EmbeddedStack
+from worker.devtools.serving import serve_in_thread
+from worker.receiver.web import receiver_app
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",

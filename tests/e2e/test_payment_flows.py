@@ -8,10 +8,9 @@ from decimal import Decimal
 import pytest
 
 from tests.e2e.conftest import Events, cashier, sim_control
-from worker.demo.stack import EmbeddedStack
+from worker.devtools.demo.stack import EmbeddedStack
 from worker.service import PaymentResult
-from worker.store.repo import RefundRefused
-from worker.tokens import TokenRefused
+from worker.service_errors import RefundRefused, TokenRefused
 
 
 def state_of(stack: EmbeddedStack, out_trade_no: str) -> str | None:
@@ -41,7 +40,7 @@ def test_first_payment_saves_the_card_and_emits_events(stack: EmbeddedStack, eve
     view = stack.service.get_order("E2E_FIRST")
     assert view is not None
     assert [(h.from_state, h.to_state, h.source) for h in view.history] == [
-        ("CREATED", "PENDING", "api"), ("PENDING", "SUCCESS", "notification")]
+        ("CREATED", "UNKNOWN", "api"), ("UNKNOWN", "PENDING", "api"), ("PENDING", "SUCCESS", "notification")]
     token = stack.service.list_tokens("u1", sync=False)[0]
     assert token.status == "Activated" and token.token_hint
     assert stack.settle(lambda: len(events.of_type("payment.succeeded")) == 1)
@@ -85,7 +84,7 @@ def test_duplicates_and_replays_change_nothing(stack: EmbeddedStack, events: Eve
     sim_control(stack, "POST", "/notifications/resend", json={"key": "E2E_FIRST", "copies": 5})
     stack.settle(lambda: False, timeout=1.0)
     view = stack.service.get_order("E2E_FIRST")
-    assert view is not None and len(view.history) == 2
+    assert view is not None and len(view.history) == 3  # claimed, accepted, settled
     assert len(events.of_type("payment.succeeded")) == 1
 
 

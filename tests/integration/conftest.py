@@ -25,10 +25,11 @@ if TYPE_CHECKING:
     import httpx
 
     from tests.integration.test_receiver_harness import Rig
-    from worker.demo.redis_server import RedisServer
+    from tests.support.notification_sink import NotificationSink
+    from tests.support.simkit import Answer, Inspector, MerchantCaller
+    from worker.devtools.demo.redis_server import RedisServer
+    from worker.devtools.simulator.server import RunningSimulator
     from worker.gateway.signing import PortalKeyPair
-    from worker.simulator.server import RunningSimulator
-    from worker.simulator.testkit import Answer, Inspector, MerchantCaller, NotificationSink
 
 
 def signed_as_documented(endpoint: str, data: Mapping[str, Any], answer: Answer) -> None:
@@ -64,7 +65,7 @@ def answer_check() -> Inspector:
 def merchant(
     sim: RunningSimulator, merchant_keys: PortalKeyPair, platform_keys: PortalKeyPair, answer_check: Inspector
 ) -> Iterator[MerchantCaller]:
-    from worker.simulator.testkit import caller_for
+    from tests.support.simkit import caller_for
 
     caller = caller_for(sim, merchant_keys.private_key, platform_keys.public_key, inspect=answer_check)
     yield caller
@@ -74,7 +75,7 @@ def merchant(
 @pytest.fixture
 def sink(platform_keys: PortalKeyPair) -> Iterator[NotificationSink]:
     """A notification sink; what it received is checked when the test is done."""
-    from worker.simulator.testkit import NotificationSink
+    from tests.support.notification_sink import NotificationSink
 
     receiver = NotificationSink(platform_keys.public_key)
     yield receiver
@@ -87,7 +88,7 @@ def web(sim: RunningSimulator) -> Iterator[httpx.Client]:
     """A browser and control-API client (one client: building one costs tens of ms)."""
     import httpx
 
-    from worker.simulator.notifier import tls_context
+    from worker.devtools.simulator.notifier import tls_context
 
     with httpx.Client(base_url=sim.base_url, verify=tls_context()) as client:
         yield client
@@ -100,7 +101,7 @@ def web(sim: RunningSimulator) -> Iterator[httpx.Client]:
 def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A redis-server no other test talks to: its command statistics are this test's alone, and
     it can be killed without harming the others."""
-    from worker.demo.redis_server import RedisServer
+    from worker.devtools.demo.redis_server import RedisServer
 
     server = RedisServer(tmp_path / "redis").start()
     try:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from worker.bench.report import REQUIRED_FIGURES, SIGNED_FIGURES
 from worker.commands.bench import bench
+from worker.devtools.bench.report import REQUIRED_FIGURES, SIGNED_FIGURES
 
 pytestmark = pytest.mark.slow
 

@@ -31,7 +31,7 @@ from worker.gateway.requests import HostedCardPayment, Refund, TokenInquiry, Tok
 from worker.gateway.signing import PortalKeyPair
 from worker.gateway.wire import loads_object
 
-Sim = Any  # worker.simulator.server.RunningSimulator
+Sim = Any  # worker.devtools.simulator.server.RunningSimulator
 
 
 class SchemaHooks:
@@ -253,3 +253,51 @@ def test_amounts_keep_each_currency_exponent(client: ChecusClient, sim: Sim) -> 
     assert client.query_order("C_IDR").amount == Decimal(15000)
     client.create_payment(hosted("C_KWD", amount="1.25", currency="KWD"))
     assert client.query_order("C_KWD").amount == Decimal("1.25")
+
+
+class RequestHooks(SchemaHooks):
+    """Requests still validated; answers not, because these answers are broken on purpose."""
+
+    def response(self, response: httpx.Response) -> None:
+        self._pending.pop(id(response.request), None)
+
+
+@pytest.mark.parametrize("endpoint", ["orderAndPay", "refund"])
+def test_an_answer_without_a_code_is_outcome_unknown_and_the_effect_is_there(
+        sim: Sim, merchant_keys: PortalKeyPair, platform_keys: PortalKeyPair, endpoint: str) -> None:
+    """The gateway did the work and answered ``{}`` / ``{"error":..}`` / ``{"code":null}``: never 'failed'."""
+    hooks = RequestHooks()
+    client = make_client(sim, merchant_keys, platform_keys, hooks)
+    paid(client, sim, "C_NOCODE")
+    control(sim, "PUT", "/faults", {"endpoints": {endpoint: {"no_code_rate": 1}}})
+    for i in range(3):  # three draws: whichever bodies they are, none is readable
+        with pytest.raises(OutcomeUnknown) as info:
+            if endpoint == "orderAndPay":
+                client.create_payment(hosted(f"C_NC_{i}"))
+            else:
+                client.refund(Refund(out_refund_no=f"C_NCR_{i}", out_trade_no="C_NOCODE", amount=Decimal(1),
+                                     currency="USD"))
+        assert info.value.reason == "unreadable_code"
+        if endpoint == "refund":  # it exists: settle it, or the next one is refused as "refund in progress"
+            control(sim, "POST", f"/refunds/C_NCR_{i}/complete", {"notify": False})
+    control(sim, "DELETE", "/faults")
+    if endpoint == "orderAndPay":
+        assert client.query_order("C_NC_2").status is PaymentStatus.PENDING
+    else:
+        assert client.query_refund("C_NCR_2").status is RefundStatus.REFUND_SUCCESS
+
+
+def test_the_client_s_widest_requests_pass_the_schema_rules(client: ChecusClient, sim: Sim) -> None:
+    """The product never sends what the simulator refuses: a 16-character language, expireTime as a
+    string, terminalType on a token payment (and it refuses a longer language before sending)."""
+    wide = HostedCardPayment(out_trade_no="C_WIDE", subject="Wide", amount=Decimal("5.00"), currency="USD",
+                             user_id="u1", front_callback_url="https://shop.test/return", country="US",
+                             expire_seconds=3600, language="zh-Hant-TW-x-abc")
+    assert client.create_payment(wide).status is PaymentStatus.PENDING
+    assert sim.state.order("C_WIDE").expire_at - sim.state.order("C_WIDE").created_at == timedelta(seconds=3600)
+    token = paid(client, sim, "C_WIDE_FIRST")
+    assert token is not None
+    assert client.create_payment(token_payment("C_WIDE_TOKEN", token)).status is PaymentStatus.SUCCESS
+    with pytest.raises(ValueError, match="language"):
+        HostedCardPayment(out_trade_no="C_WIDER", subject="Wide", amount=Decimal("5.00"), currency="USD",
+                          user_id="u1", front_callback_url="https://shop.test/return", language="x" * 17)

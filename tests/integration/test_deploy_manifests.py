@@ -25,6 +25,7 @@ import threading
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, cast
 
 import jsonschema
@@ -36,11 +37,11 @@ from starlette.routing import Route
 
 from worker.cli import cli, main
 from worker.config import Settings
-from worker.demo.redis_server import RedisServer, free_port
+from worker.devtools.demo.redis_server import RedisServer, free_port
+from worker.devtools.simulator.config import SimulatorConfig
 from worker.gateway.signing import generate_portal_key_pair
-from worker.ingest import Ingestor
-from worker.receiver import create_receiver
-from worker.simulator.config import SimulatorConfig
+from worker.receiver.app import create_receiver
+from worker.receiver.ingest import Ingestor
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -49,7 +50,7 @@ SYSTEMD = DEPLOY / "systemd"
 CONSOLE_SCRIPT = "checus-worker"
 # The oldest Kubernetes minor these manifests promise to work on, and the newest the schemas know.
 OLDEST_KUBERNETES = "1.29"
-ROLES = {"web": ["web"], "worker": ["work"], "scheduler": ["scheduler"]}
+ROLES = {"web": ["web"], "worker": ["work"], "scheduler": ["scheduler"], "api": ["api"]}
 PRIVATE_KEY_SETTING, PUBLIC_KEYS_SETTING = "CHECUS_MERCHANT_PRIVATE_KEY", "CHECUS_PLATFORM_PUBLIC_KEYS"
 # Variables a container or unit may set that are not product settings.
 RUNTIME_VARIABLES = {"PATH", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE"}
@@ -218,7 +219,8 @@ def simulator_settings(tmp_path_factory: pytest.TempPathFactory) -> frozenset[st
 
 def _receiver_get_routes() -> set[str]:
     """The receiver's GET paths (its endpoints are built lazily: nothing here is called)."""
-    app = create_receiver(cast(Ingestor, object()), engine=cast(Any, object()), redis=cast(Any, object()))
+    unused = SimpleNamespace(writer=object())  # an ingestor stand-in: the probe reads its writer lazily too
+    app = create_receiver(cast(Ingestor, unused), engine=cast(Any, object()), redis=cast(Any, object()))
     return {route.path for route in app.routes if isinstance(route, Route) and "GET" in (route.methods or ())}
 
 
@@ -310,7 +312,7 @@ def test_workloads_are_hardened_and_sized() -> None:
 
 
 def test_web_probes_use_a_real_receiver_route_on_the_served_port() -> None:
-    """The readiness probe GETs /healthz, a route of worker.receiver, on the port the receiver listens on."""
+    """The readiness probe GETs /healthz, a route of worker.receiver.app, on the port the receiver listens on."""
     routes = _receiver_get_routes()
     assert "/healthz" in routes
     pod = _named("Deployment", "checus-web")["spec"]["template"]["spec"]
@@ -326,6 +328,43 @@ def test_web_probes_use_a_real_receiver_route_on_the_served_port() -> None:
     assert service["spec"]["selector"].items() <= _named("Deployment", "checus-web")["spec"]["template"][
         "metadata"]["labels"].items()
     assert {p["targetPort"] for p in service["spec"]["ports"]} <= set(ports)
+
+
+def test_the_api_is_cluster_internal_behind_a_network_policy_and_probes_a_real_route() -> None:
+    """ClusterIP only; ingress only from pods labelled checus-api-client on the API's port; /healthz is served."""
+    from worker.api.app import create_api
+
+    service = _named("Service", "checus-api")
+    pod_labels = _named("Deployment", "checus-api")["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["type"] == "ClusterIP" and service["spec"]["selector"].items() <= pod_labels.items()
+    policy = _named("NetworkPolicy", "checus-api")["spec"]
+    assert policy["podSelector"]["matchLabels"].items() <= pod_labels.items() and policy["policyTypes"] == ["Ingress"]
+    assert [(rule["from"], rule["ports"]) for rule in policy["ingress"]] == [
+        ([{"podSelector": {"matchLabels": {"checus-api-client": "true"}}}], [{"port": "http", "protocol": "TCP"}]),
+        ([{"namespaceSelector": {}, "podSelector": {"matchLabels": {"checus-metrics-scraper": "true"}}}],
+         [{"port": "metrics", "protocol": "TCP"}]),
+    ]
+    container = _named("Deployment", "checus-api")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["CHECUS_API_HOST"] == ALL_INTERFACES and container["ports"][0]["containerPort"] == int(
+        env["CHECUS_API_PORT"])
+    unused = SimpleNamespace(engine=object(), clock=object(), event_sinks=())  # routes are built, nothing is called
+    routes = {getattr(r, "path", None) for r in create_api(cast(Any, unused)).routes}
+    assert container["readinessProbe"]["httpGet"]["path"] in routes
+    assert container["readinessProbe"]["httpGet"]["port"] == container["ports"][0]["name"]
+    compose_api = _compose()["services"]["api"]
+    assert compose_api["ports"] == ["127.0.0.1:8081:8081"], "published on loopback only: the API is internal"
+
+
+def test_every_role_declares_its_metrics_port_and_is_annotated_for_scraping() -> None:
+    """The port the configmap gives CHECUS_METRICS_PORT is declared on every role and named in its annotations."""
+    port = int(_named("ConfigMap", "checus-settings")["data"]["CHECUS_METRICS_PORT"])
+    for name in ("checus-web", "checus-worker", "checus-scheduler", "checus-api"):
+        template = _named("Deployment", name)["spec"]["template"]
+        annotations = template["metadata"]["annotations"]
+        assert annotations["prometheus.io/scrape"] == "true" and int(annotations["prometheus.io/port"]) == port, name
+        ports = {p["name"]: p["containerPort"] for p in template["spec"]["containers"][0]["ports"]}
+        assert ports["metrics"] == port, name
 
 
 def test_worker_and_scheduler_have_exec_probes_and_scheduler_runs_two() -> None:
@@ -454,7 +493,7 @@ def test_compose_file_validates_against_the_compose_specification() -> None:
 def test_compose_runs_every_role_with_redis_and_postgres() -> None:
     """redis (AOF, noeviction, a volume), postgres (volume, healthcheck), a one-shot migration, then the roles."""
     services = _compose()["services"]
-    assert set(services) == {"redis", "postgres", "migrate", "web", "worker", "scheduler", "sim"}
+    assert set(services) == {"redis", "postgres", "migrate", "web", "worker", "scheduler", "api", "sim"}
     redis_command = services["redis"]["command"]
     assert redis_command[0] == "redis-server"
     flags = dict(zip(redis_command[1::2], redis_command[2::2], strict=True))

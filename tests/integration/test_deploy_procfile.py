@@ -27,10 +27,11 @@ import pytest
 from redis import Redis
 from rq import Worker
 
-from worker.bootstrap import Timers, build_runtime
+from worker.bootstrap import build_runtime
 from worker.config import Settings
-from worker.demo.redis_server import RedisServer, free_port
+from worker.devtools.demo.redis_server import RedisServer, free_port
 from worker.gateway.signing import generate_portal_key_pair
+from worker.runtime import Timers
 from worker.scheduler import LEASE_KEY
 from worker.service import PaymentService
 

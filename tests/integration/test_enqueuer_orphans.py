@@ -18,7 +18,7 @@ import redis as redis_lib
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from worker.queueing import Enqueuer, make_queue
+from worker.runtime.queueing import Enqueuer, make_queue
 
 
 def test_a_job_lost_between_dequeue_and_start_is_enqueued_again(redis_url: str) -> None:

@@ -15,12 +15,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from worker.bootstrap import Runtime, Timers
 from worker.config import Settings
-from worker.events import WebhookSink, deliver_events
-from worker.queueing import make_queue
+from worker.devtools.serving import serve_in_thread
+from worker.flows.events import WebhookSink, deliver_events
+from worker.runtime import Runtime, Timers
+from worker.runtime.queueing import make_queue
 from worker.scheduler import Scheduler
-from worker.serving import serve_in_thread
 from worker.store import outbox, repo
 from worker.store.db import create_engine, read, write
 from worker.store.migrate import upgrade

@@ -18,10 +18,10 @@ import httpx
 import pytest
 
 from tests.integration.test_receiver_harness import ACK, REFUND, Rig, now, open_rig, payment_note, refund_note
+from worker.flows.notifications import apply_notification
 from worker.gateway.signing import PortalKeyPair
 from worker.gateway.wire import loads_object
-from worker.ingest import seen_key
-from worker.notifications import apply_notification
+from worker.receiver.ingest import seen_key
 from worker.store.inbox import dedupe_key, shard_of
 from worker.store.schema import anomalies, outbox, transitions
 

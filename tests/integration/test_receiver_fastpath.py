@@ -19,8 +19,8 @@ import redis
 import sqlalchemy as sa
 
 from tests.integration.test_receiver_harness import ACK, Rig, payment_note
-from worker.demo.redis_server import RedisServer
-from worker.queueing import apply_wake_name, wake_key
+from worker.devtools.demo.redis_server import RedisServer
+from worker.runtime.queueing import apply_wake_name, wake_key
 from worker.store.inbox import shard_of
 
 
@@ -112,7 +112,7 @@ def test_a_commit_that_outlasts_the_wait_is_503_and_the_writer_lives_on(rig: Rig
                                                                          ) -> None:
     """The request gives up (503: Checus retries), the commit is not cancelled, the row is kept, and
     the writer thread goes on serving the next requests."""
-    monkeypatch.setattr("worker.ingest.WAIT_SECONDS", 0.3)
+    monkeypatch.setattr("worker.receiver.ingest.WAIT_SECONDS", 0.3)
     rig.create_order("RX_ORDER_4")
     path = str(rig.rt.engine.url.database)
     blocker = sqlite3.connect(path, timeout=5, isolation_level=None)

@@ -29,21 +29,22 @@ from redis import Redis
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tests.support.postgres import admin_url
-from worker.bootstrap import Runtime, install_runtime
+from worker.bootstrap import install_runtime
 from worker.config import Settings
+from worker.devtools.serving import ServedApp, serve_in_thread
+from worker.flows.payments import after_open, order_values
 from worker.gateway.requests import HostedCardPayment
 from worker.gateway.signing import PortalKeyPair, Signer
 from worker.gateway.wire import dumps, format_time, format_utc
-from worker.payments import store_order
-from worker.queueing import make_queue
+from worker.receiver.web import receiver_app
 from worker.rqworker import build_worker
-from worker.serving import ServedApp, serve_in_thread
+from worker.runtime import Runtime
+from worker.runtime.queueing import make_queue
 from worker.store import repo
-from worker.store.db import create_engine, read
+from worker.store.db import create_engine, read, write
 from worker.store.migrate import upgrade
 from worker.store.records import OrderRecord
 from worker.store.schema import anomalies, inbox, orders, outbox, payment_tokens, transitions
-from worker.web import receiver_app
 
 APP_ID = "RX_APP"
 MERCHANT_NO = "RX_MERCHANT"
@@ -217,11 +218,15 @@ class Rig:
 
     def create_order(self, out_trade_no: str = "RX_ORDER_1", amount: str = "100.00", currency: str = "USD",
                      *, save_card: bool = False) -> int:
-        """The merchant stores an order (CREATED), as the payment API does before calling Checus."""
+        """A stored order (CREATED, version 1), as the payment API inserts it before it claims the send;
+        notifications that were waiting for it are matched again, as the API does."""
         request = HostedCardPayment(out_trade_no=out_trade_no, subject="Receiver test", amount=Decimal(amount),
                                     currency=currency, user_id="u1", front_callback_url="https://shop.test/return",
                                     token_for_future_use=save_card)
-        return store_order(self.rt, request, token_ref=None)
+        with write(self.rt.engine) as conn:
+            order_id = repo.insert_order(conn, order_values(self.rt, request, None))
+        after_open(self.rt, out_trade_no)
+        return order_id
 
     def snapshot(self) -> dict[str, Any]:
         """Everything a notification can change."""

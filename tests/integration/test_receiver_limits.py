@@ -15,7 +15,7 @@ import pytest
 
 from tests.integration.test_receiver_harness import ACK, PAYMENT, Rig, open_rig, payment_note, raw_exchange, statuses
 from worker.gateway.signing import PortalKeyPair
-from worker.receiver import MAX_BODY
+from worker.receiver.app import MAX_BODY
 
 OFFERED = 64 * 1024 * 1024  # what a hostile client offers to send
 KERNEL_SLACK = 4 * 1024 * 1024  # loopback socket buffers: what a client can push before the server reads

@@ -16,8 +16,10 @@ import time
 from pathlib import Path
 
 from tests.integration.test_receiver_harness import ACK, Rig, payment_note, store_down
-from worker.demo.redis_server import RedisServer
+from worker.devtools.demo.redis_server import RedisServer
 from worker.store.schema import transitions
+
+HEALTHY = {"store": "ok", "redis": "ok", "inbox_writer": "ok", "inbox_writer_restarts": 0}
 
 
 def test_with_redis_down_a_new_notification_is_503_and_never_acked(rig: Rig, private_redis: RedisServer) -> None:
@@ -71,7 +73,7 @@ def test_with_the_store_down_a_notification_is_503(store_rig: Rig) -> None:
 def test_healthz_is_200_when_the_store_and_redis_answer(rig: Rig) -> None:
     """Both dependencies answer: 200 and which ones were checked."""
     response = rig.http.get(rig.url("/healthz"))
-    assert (response.status_code, response.json()) == (200, {"store": "ok", "redis": "ok"})
+    assert (response.status_code, response.json()) == (200, HEALTHY)
 
 
 def test_healthz_answers_at_once_while_a_writer_holds_the_sqlite_lock(rig: Rig, tmp_path: Path) -> None:
@@ -85,7 +87,7 @@ def test_healthz_answers_at_once_while_a_writer_holds_the_sqlite_lock(rig: Rig, 
     finally:
         writer.execute("ROLLBACK")
         writer.close()
-    assert (response.status_code, response.json()) == (200, {"store": "ok", "redis": "ok"})
+    assert (response.status_code, response.json()) == (200, HEALTHY)
     assert elapsed < 1.0
 
 
@@ -93,7 +95,7 @@ def test_healthz_is_503_when_redis_is_down(rig: Rig, private_redis: RedisServer)
     """Redis killed: 503 naming Redis; back up: 200 again without a restart."""
     private_redis.kill9()
     response = rig.http.get(rig.url("/healthz"))
-    assert (response.status_code, response.json()) == (503, {"store": "ok", "redis": "down"})
+    assert (response.status_code, response.json()) == (503, {**HEALTHY, "redis": "down"})
     private_redis.start()
     assert rig.http.get(rig.url("/healthz")).status_code == 200
 
@@ -102,5 +104,5 @@ def test_healthz_is_503_when_the_store_is_down(store_rig: Rig) -> None:
     """Store unreachable: 503 naming the store; back: 200 again."""
     with store_down(store_rig):
         response = store_rig.http.get(store_rig.url("/healthz"))
-        assert (response.status_code, response.json()) == (503, {"store": "down", "redis": "ok"})
+        assert (response.status_code, response.json()) == (503, {**HEALTHY, "store": "down"})
     assert store_rig.http.get(store_rig.url("/healthz")).status_code == 200

@@ -29,7 +29,7 @@ from tests.integration.test_receiver_harness import (
     signer_of,
     without,
 )
-from worker.demo.redis_server import RedisServer
+from worker.devtools.demo.redis_server import RedisServer
 from worker.gateway.signing import PortalKeyPair
 from worker.gateway.wire import dumps
 

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from structlog.testing import capture_logs
 
 from tests.integration.test_receiver_harness import TOKEN, Rig, now, payment_note, signer_of, store_down
-from worker.demo.redis_server import RedisServer
+from worker.devtools.demo.redis_server import RedisServer
 from worker.gateway.signing import PortalKeyPair
 from worker.gateway.wire import dumps
 from worker.store.schema import payment_tokens

@@ -20,11 +20,11 @@ from rq import Queue
 from rq.serializers import DefaultSerializer
 
 from tests.integration.test_receiver_harness import ACK, Rig, open_rig, payment_note, signer_of
+from worker.flows.notifications import apply_notification
 from worker.gateway.signing import PortalKeyPair, generate_portal_key_pair
 from worker.gateway.wire import dumps
-from worker.notifications import apply_notification
-from worker.queueing import QUEUE_NAME
 from worker.rqworker import build_worker
+from worker.runtime.queueing import QUEUE_NAME
 from worker.store import inbox as inbox_store
 from worker.store.db import write
 from worker.store.schema import anomalies, inbox, outbox, transitions
@@ -69,7 +69,8 @@ def forge(rig: Rig, entry_id: int, **values: Any) -> None:
 
 
 def test_an_inbox_row_altered_in_sql_is_not_applied(store_rig: Rig, other_keys: PortalKeyPair) -> None:
-    """A kept CLOSED rewritten in the store to SUCCESS (same sign, or re-signed by a stranger) is 'forged'."""
+    """A kept CLOSED rewritten in the store to SUCCESS (same sign, or re-signed by a stranger) changes nothing:
+    it is kept unverified (never finished: the worker may just not trust a new key yet), with an anomaly."""
     rig = store_rig
     rig.create_order("RX_ORDER_1")
     rig.create_order("RX_ORDER_2")
@@ -80,15 +81,18 @@ def test_an_inbox_row_altered_in_sql_is_not_applied(store_rig: Rig, other_keys: 
     forge(rig, first.id, body=success)  # the body changed, the genuine sign kept
     stranger = dumps(payment_note("RX_ORDER_2"))
     forge(rig, second.id, body=stranger, sign=signer_of(other_keys).sign(stranger))
-    assert apply_notification(rig.rt, first.id) == "forged"
-    assert apply_notification(rig.rt, second.id) == "forged"
-    assert [(r.outcome, r.processed_at is not None) for r in rig.inbox_rows()] == [("forged", True)] * 2
+    assert apply_notification(rig.rt, first.id) == "deferred_unverified"
+    assert apply_notification(rig.rt, second.id) == "deferred_unverified"
+    assert [(r.outcome, r.processed_at is None) for r in rig.inbox_rows()] == [("unverified", True)] * 2
     assert [(rig.order(n).state, rig.order(n).version) for n in ("RX_ORDER_1", "RX_ORDER_2")] == [("CREATED", 1)] * 2
-    assert rig.rows(transitions) == [] and rig.rows(outbox) == [] and rig.rows(anomalies) == []
+    assert rig.rows(transitions) == []
+    assert [(a.kind, a.entity_id) for a in rig.rows(anomalies)] == [("unverified_notification", first.id),
+                                                                   ("unverified_notification", second.id)]
+    assert {r.type for r in rig.rows(outbox)} == {"anomaly.detected"}
 
 
 def test_a_forged_row_with_a_json_job_changes_nothing(rig: Rig) -> None:
-    """A row inserted straight into the store plus its job on the queue: the worker runs it, and it is 'forged'."""
+    """A row inserted straight into the store plus its job on the queue: the worker runs it, and it waits unverified."""
     rig.create_order("RX_ORDER_1")
     raw = dumps(payment_note("RX_ORDER_1"))
     with write(rig.rt.engine) as conn:
@@ -97,9 +101,9 @@ def test_a_forged_row_with_a_json_job_changes_nothing(rig: Rig) -> None:
     rig.rt.enqueuer.apply_notification(entry_id)
     rig.drain()
     [row] = rig.inbox_rows()
-    assert row.outcome == "forged"
+    assert (row.outcome, row.processed_at) == ("unverified", None)
     assert (rig.order("RX_ORDER_1").state, rig.order("RX_ORDER_1").version) == ("CREATED", 1)
-    assert rig.rows(transitions) == [] and rig.rows(anomalies) == []
+    assert rig.rows(transitions) == [] and [a.kind for a in rig.rows(anomalies)] == ["unverified_notification"]
 
 
 class Canary:

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from tests.support.simkit import caller_for
+from worker.devtools.simulator.config import SimulatorConfig, SimulatorConfigError
+from worker.devtools.simulator.server import start_background
 from worker.gateway.signing import PortalKeyPair, load_public_key
-from worker.simulator.config import SimulatorConfig, SimulatorConfigError
-from worker.simulator.server import start_background
-from worker.simulator.testkit import caller_for
 
 
 @pytest.fixture

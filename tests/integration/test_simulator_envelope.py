@@ -11,10 +11,10 @@ import pytest
 
 from tests.integration.conftest import conform
 from tests.openapi import SchemaMismatch, validate_request, validate_response
+from tests.support.simkit import MerchantCaller, direct_order, hosted_order, own_simulator
+from worker.devtools.simulator.server import RunningSimulator
 from worker.gateway.signing import PortalKeyPair, Signer, Verifier
 from worker.gateway.wire import dumps, format_time
-from worker.simulator.server import RunningSimulator
-from worker.simulator.testkit import MerchantCaller, direct_order, hosted_order, own_simulator
 
 QUERY = {"outTradeNo": "NO_SUCH_ORDER"}
 
@@ -137,26 +137,54 @@ def test_key_version_must_be_1(merchant: MerchantCaller) -> None:
     assert merchant.call("orderQuery", QUERY, keyVersion="2").code == "PARAMS_INVALID"
 
 
+VERSION_DATA: dict[str, dict[str, Any]] = {
+    "orderQuery": QUERY,
+    "refund": {"outRefundNo": "R1", "refundAmount": Decimal(1), "refundCurrency": "USD", "outTradeNo": "NO_SUCH"},
+    "refundQuery": {"outRefundNo": "R1"},
+    "inquirePaymentToken": {"userId": "nobody", "tokenScope": "tokenAcq"},
+    "removePaymentToken": {"userId": "nobody", "paymentTokenID": "PMTOKEN1"},
+}
+
+
 @pytest.mark.parametrize(
     ("endpoint", "version", "code"),
     [
         ("orderQuery", "1.4", "ORDER_NOT_EXIST"),
         ("orderQuery", "1.5", "ORDER_NOT_EXIST"),
-        ("orderQuery", "1.2", "PARAMS_INVALID"),
         ("orderQuery", "2.0", "PARAMS_INVALID"),
-        ("inquirePaymentToken", "1.2", "APPLY_SUCCESS"),
+        ("refund", "1.4", "ORDER_NOT_EXIST"),
+        ("refundQuery", "1.5", "ORDER_NOT_EXIST"),
         ("inquirePaymentToken", "1.4", "PARAMS_INVALID"),
         ("removePaymentToken", "1.4", "PARAMS_INVALID"),
-        ("refundQuery", "1.2", "PARAMS_INVALID"),
+        ("removePaymentToken", "1.0", "PARAMS_INVALID"),
     ],
 )
 def test_versions_per_endpoint(merchant: MerchantCaller, endpoint: str, version: str, code: str) -> None:
-    data = {"userId": "nobody"} if endpoint == "inquirePaymentToken" else QUERY
-    if endpoint == "removePaymentToken":
-        data = {"userId": "nobody", "paymentTokenID": "PMTOKEN1"}
-    if endpoint == "refundQuery":
-        data = {"outRefundNo": "R1"}
-    assert merchant.call(endpoint, data, version=version).code == code
+    assert merchant.call(endpoint, VERSION_DATA[endpoint], version=version).code == code
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "code"),
+    [
+        ("orderQuery", "ORDER_NOT_EXIST"),
+        ("refund", "ORDER_NOT_EXIST"),
+        ("refundQuery", "ORDER_NOT_EXIST"),
+        ("inquirePaymentToken", "APPLY_SUCCESS"),
+        ("removePaymentToken", "PARAMS_INVALID"),  # the token is unknown: the envelope passed
+    ],
+)
+def test_version_1_2_reaches_every_endpoint(merchant: MerchantCaller, endpoint: str, code: str) -> None:
+    """The official PHP SDK sends "1.2" on every API (WIRE.md §26); the OpenAPI version has no enum."""
+    answer = merchant.call(endpoint, VERSION_DATA[endpoint], version="1.2")
+    assert (answer.code, answer.body["msg"]) != ("PARAMS_INVALID", "version is invalid")
+    assert answer.code == code
+
+
+def test_version_1_2_creates_and_pays_an_order(merchant: MerchantCaller) -> None:
+    """An orderAndPay in 1.2 is a real order, not just a request past the envelope."""
+    answer = merchant.call("orderAndPay", direct_order("V12_1"), version="1.2")
+    assert (answer.code, answer.data["status"]) == ("APPLY_SUCCESS", "SUCCESS")
+    assert merchant.call("orderQuery", {"outTradeNo": "V12_1"}, version="1.2").data["status"] == "SUCCESS"
 
 
 def test_checks_run_in_documented_order(merchant: MerchantCaller) -> None:

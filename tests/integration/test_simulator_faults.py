@@ -12,18 +12,12 @@ import pytest
 
 from tests.integration.conftest import conform
 from tests.openapi import notification_kind, validate_notification
+from tests.support.notification_sink import NotificationSink
+from tests.support.simkit import MerchantCaller, direct_order, hosted_order, own_simulator, wait_until
+from worker.devtools.simulator.faults import FaultPlan
+from worker.devtools.simulator.server import RunningSimulator
 from worker.gateway.signing import PortalKeyPair
 from worker.gateway.wire import dumps
-from worker.simulator.faults import FaultPlan
-from worker.simulator.server import RunningSimulator
-from worker.simulator.testkit import (
-    MerchantCaller,
-    NotificationSink,
-    direct_order,
-    hosted_order,
-    own_simulator,
-    wait_until,
-)
 
 
 def faults(web: httpx.Client, plan: dict[str, Any]) -> None:

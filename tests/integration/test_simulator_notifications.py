@@ -13,18 +13,12 @@ import httpx
 import pytest
 
 from tests.integration.conftest import checked, signed_as_documented
+from tests.support.notification_sink import NotificationSink
+from tests.support.simkit import Inspector, MerchantCaller, direct_order, own_simulator, wait_until
+from worker.devtools.simulator.notifier import LADDER_SECONDS
+from worker.devtools.simulator.server import RunningSimulator
 from worker.gateway.signing import PortalKeyPair
 from worker.gateway.wire import ACK_BODY, parse_time
-from worker.simulator.notifier import LADDER_SECONDS
-from worker.simulator.server import RunningSimulator
-from worker.simulator.testkit import (
-    Inspector,
-    MerchantCaller,
-    NotificationSink,
-    direct_order,
-    own_simulator,
-    wait_until,
-)
 
 FAIL_500 = (500, b"oops")
 

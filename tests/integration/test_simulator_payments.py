@@ -12,17 +12,11 @@ import pytest
 
 from tests.integration.conftest import conform
 from tests.openapi import validate_notification
+from tests.support.notification_sink import NotificationSink
+from tests.support.simkit import MerchantCaller, direct_order, hosted_order, own_simulator, wait_until
+from worker.devtools.simulator.records import OrderStatus
+from worker.devtools.simulator.server import RunningSimulator
 from worker.gateway.signing import PortalKeyPair
-from worker.simulator.records import OrderStatus
-from worker.simulator.server import RunningSimulator
-from worker.simulator.testkit import (
-    MerchantCaller,
-    NotificationSink,
-    direct_order,
-    hosted_order,
-    own_simulator,
-    wait_until,
-)
 
 
 def control(web: httpx.Client, method: str, path: str, body: Any = None) -> httpx.Response:

@@ -12,17 +12,10 @@ import pytest
 
 from tests.integration.conftest import conform
 from tests.openapi import validate_notification
+from tests.support.notification_sink import NotificationSink
+from tests.support.simkit import Answer, MerchantCaller, direct_order, hosted_order, own_simulator, wait_until
+from worker.devtools.simulator.server import RunningSimulator
 from worker.gateway.signing import PortalKeyPair
-from worker.simulator.server import RunningSimulator
-from worker.simulator.testkit import (
-    Answer,
-    MerchantCaller,
-    NotificationSink,
-    direct_order,
-    hosted_order,
-    own_simulator,
-    wait_until,
-)
 
 
 @pytest.fixture

@@ -10,17 +10,12 @@ import pytest
 
 from tests.integration.conftest import conform
 from tests.openapi import validate_response
+from tests.support.notification_sink import NotificationSink
+from tests.support.simkit import MerchantCaller, direct_order, hosted_order, own_simulator
+from worker.devtools.simulator.records import TokenStatus
+from worker.devtools.simulator.server import RunningSimulator
 from worker.gateway.signing import PortalKeyPair
 from worker.gateway.wire import parse_time
-from worker.simulator.records import TokenStatus
-from worker.simulator.server import RunningSimulator
-from worker.simulator.testkit import (
-    MerchantCaller,
-    NotificationSink,
-    direct_order,
-    hosted_order,
-    own_simulator,
-)
 
 OFFER = {"tokenForFutureUse": True}
 

@@ -12,15 +12,15 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from statemachine import GatewayReport, OrderState, Source, decide
+from worker.flows.transition import order_facts
 from worker.store import outbox, repo
 from worker.store.apply import Stale, Target, apply
 from worker.store.db import create_engine, read, write
 from worker.store.migrate import current, upgrade
 from worker.store.records import OrderRecord
-from worker.store.repo import RefundRefused
 from worker.store.schema import anomalies, transitions
 from worker.store.schema import inbox as inbox_table
-from worker.transition import order_facts
+from worker.store.schema import orders as orders_table
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -145,12 +145,10 @@ def _refund(engine: Engine, order_id: int, no: str, amount: str) -> str:
             with write(engine) as conn:
                 order = repo.get_order(conn, order_id)
                 assert order is not None
-                repo.insert_refund(
+                refund_id, check = repo.insert_refund(
                     conn, order, out_refund_no=no, amount=Decimal(amount), currency="USD", comments=None, now=NOW
                 )
-            return "created"
-        except RefundRefused as exc:
-            return exc.reason
+            return "created" if refund_id is not None else str(check.reason)
         except Stale:
             continue
     return "stale"
@@ -264,3 +262,30 @@ def test_a_sqlite_write_lock_held_past_the_busy_timeout_is_an_error(tmp_path: An
         conn.exec_driver_sql("INSERT INTO t VALUES (2)")
     with read(engine) as conn:
         assert conn.exec_driver_sql("SELECT x FROM t").scalars().all() == [2]
+
+
+def test_a_decision_that_changes_no_state_is_still_conditional_on_the_version_read(engine: Engine) -> None:
+    """Defect: a no-op decision's writes (its column updates, and what the caller adds in the same
+    transaction, such as the inbox row marked processed) were committed even if the row had moved since it
+    was read. Now they raise ``Stale`` and nothing of them is written; on the current version they apply."""
+    order_id = new_order(engine, state="SUCCESS")
+    with read(engine) as conn:
+        seen = repo.get_order(conn, order_id)
+    assert seen is not None
+    duplicate = decide(order_facts(seen), success_report(), now=NOW)  # SUCCESS again: changes no state
+    assert duplicate.to_state is None
+    target = Target(entity="order", id=order_id, ref="S1", version=seen.version)
+    with write(engine) as conn:  # the row moves on: another writer's change commits first
+        conn.execute(sa.update(orders_table).where(orders_table.c.id == order_id)
+                     .values(version=seen.version + 1))
+    with pytest.raises(Stale), write(engine) as conn:
+        apply(conn, target, duplicate, source="notification", evidence={}, now=NOW, updates={"poll_count": 7})
+    with read(engine) as conn:
+        after = repo.get_order(conn, order_id)
+    assert after is not None and after.poll_count == 0
+    current_target = Target(entity="order", id=order_id, ref="S1", version=seen.version + 1)
+    with write(engine) as conn:
+        apply(conn, current_target, duplicate, source="notification", evidence={}, now=NOW, updates={"poll_count": 7})
+    with read(engine) as conn:
+        applied = repo.get_order(conn, order_id)
+    assert applied is not None and (applied.poll_count, applied.version) == (7, seen.version + 1)

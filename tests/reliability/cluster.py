@@ -31,12 +31,14 @@ from redis.exceptions import RedisError
 from rq import Worker
 from rq.registry import StartedJobRegistry
 
-from worker.bootstrap import Runtime, Timers, build_runtime
+from worker.bootstrap import build_runtime
 from worker.config import Settings
-from worker.demo.redis_server import RedisServer, free_port
+from worker.devtools.demo.redis_server import RedisServer, free_port
 from worker.gateway.signing import PortalKeyPair, Signer, generate_portal_key_pair
 from worker.gateway.wire import dumps, format_time
-from worker.queueing import make_queue
+from worker.runtime import Runtime, Timers
+from worker.runtime.queueing import make_queue
+from worker.runtime.redis_clients import sync_redis
 from worker.service import PaymentService
 from worker.store.db import create_engine, read
 from worker.store.migrate import upgrade
@@ -67,6 +69,8 @@ class ClusterSpec:
     sink_failure_rate: float = 0.0
     log_level: str = "INFO"
     receiver_processes: int = 1
+    redis_env: dict[str, str] = field(default_factory=dict)  # e.g. REDIS_SENTINELS for every role
+    extra_env: dict[str, str] = field(default_factory=dict)  # any other setting for every role
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +94,8 @@ class Cluster:
         self.sim_port, self.web_port = free_port(), free_port()
         self.sim = SimControl(f"http://127.0.0.1:{self.sim_port}")
         self.receiver_url = f"http://127.0.0.1:{self.web_port}"
-        self.redis = Redis.from_url(redis.url, socket_timeout=2, socket_connect_timeout=1)
+        self.redis = (sync_redis(Settings.from_env({"REDIS_URL": redis.url, **spec.redis_env}))
+                      if spec.redis_env else Redis.from_url(redis.url, socket_timeout=2, socket_connect_timeout=1))
         self.workers: list[str] = []
 
     # -- settings for each role --------------------------------------------------------------
@@ -121,7 +126,8 @@ class Cluster:
             "CHECUS_GATEWAY_URL": self.sim.base_url, "CHECUS_APP_ID": APP_ID, "CHECUS_MERCHANT_NO": MERCHANT_NO,
             "CHECUS_PLATFORM_PUBLIC_KEYS": self.platform.public_key, "REDIS_URL": self.redis_server.url,
             "DATABASE_URL": self.database_url, "CHECUS_TIME_SCALE": str(self.spec.time_scale),
-            "CHECUS_RECEIVER_PROCESSES": str(self.spec.receiver_processes),
+            "CHECUS_RECEIVER_PROCESSES": str(self.spec.receiver_processes), **self.spec.redis_env,
+            **self.spec.extra_env,
         })
         return env
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.postgres import create_database, drop_database
-from worker.demo.redis_server import RedisServer
+from worker.devtools.demo.redis_server import RedisServer
 
 from .settings import artifacts_root
 

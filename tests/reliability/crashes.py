@@ -15,10 +15,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import ModuleType
 
-from worker.crashpoints import POINTS
+from worker.runtime.crashpoints import POINTS
 
-MODULES = ("worker.transition", "worker.applier", "worker.polls", "worker.refunding", "worker.payments",
-           "worker.events", "worker.ingest", "worker.notifications")
+MODULES = ("worker.flows.transition", "worker.flows.applier", "worker.flows.polls", "worker.flows.refunding",
+           "worker.flows.payments", "worker.flows.events", "worker.receiver.ingest", "worker.flows.notifications")
 
 
 class SimulatedCrash(BaseException):

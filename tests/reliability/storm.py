@@ -10,7 +10,9 @@ then drives four things at once against a ``Cluster``:
   refused (above what is left) and pairs of refunds racing for the same money;
 - the **gateway's customers** settle each order through the simulator's control API a little
   after it is created (some notifications are dropped, duplicated or reordered by the
-  simulator's fault plan; the query API answers 5xx and times out);
+  simulator's fault plan; the query API answers 5xx, times out and lags; some create answers
+  carry no code; a resent create or refund meets a repeat answer drawn at random: replayed,
+  ORDER_REPEAT with or without data, or refused);
 - a **replayer** asks the simulator to redeliver acknowledged notifications until the number
   of deliveries reaches the plan's floor (duplicates after an ack, as Checus does);
 - the **nemesis** runs the fault schedule: kill -9 of work horses, worker parents and both
@@ -43,9 +45,9 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from worker.bootstrap import Timers
+from worker.runtime import Timers
+from worker.service_errors import RefundRefused
 from worker.store.db import read
-from worker.store.repo import RefundRefused
 from worker.store.schema import orders
 
 from .cluster import Cluster, ClusterSpec
@@ -106,12 +108,21 @@ class StormPlan:
             "endpoints": {
                 "orderQuery": {**query, "error_code": "http_500"},
                 "refundQuery": {**query, "error_code": "http_502"},
+                # no_code_rate: Checus created the order but its answer has no code (OutcomeUnknown)
                 "orderAndPay": {"timeout_rate": 0.03, "timeout_seconds": 3, "drop_rate": 0.02,
-                                "drop_applies_effect": False},
+                                "drop_applies_effect": False, "no_code_rate": 0.03},
                 "refund": {"timeout_rate": 0.05, "timeout_seconds": 3, "drop_rate": 0.03},
             },
             "notifications": {"duplicate_rate": 0.3, "max_copies": 3, "reorder_window_seconds": 2.0,
                               "drop_rate": 0.05},
+            # a resent create or refund meets every reading of a repeat (WIRE.md §25 q. 5-6): the first
+            # send's answer replayed, ORDER_REPEAT with or without the record, or another refusal
+            "repeat_answer": "random",
+            # ...which only happens if a create that took effect is resent: the query lags 6 s behind each
+            # order (past the worker's not-found grace and its first poll at this time scale), so an order
+            # whose answer had no code is sent again unless its notification came first. (Refunds: their
+            # query never lags, so a lost refund answer is settled by query and not resent.)
+            "hide_from_query": {"*": 6.0},
         }
 
     def cluster_spec(self) -> ClusterSpec:
@@ -556,7 +567,7 @@ def log_figures(log_dir: Path) -> dict[str, int]:
     for path in log_dir.glob("*.log"):
         for line in path.read_text(errors="replace").splitlines():
             for name in LOG_EVENTS:
-                if f'"event": "{name}"' in line:
+                if f'"event":"{name}"' in line or f'"event": "{name}"' in line:  # orjson writes it compact
                     counts[name] += 1
     return counts
 

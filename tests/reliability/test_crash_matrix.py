@@ -31,11 +31,11 @@ import pytest
 import sqlalchemy as sa
 from rq.registry import ScheduledJobRegistry
 
-from worker import notifications, polls
-from worker.bootstrap import Runtime
-from worker.demo.redis_server import RedisServer, free_port
-from worker.demo.stack import EmbeddedStack
-from worker.queueing import make_queue
+from worker.devtools.demo.redis_server import RedisServer, free_port
+from worker.devtools.demo.stack import EmbeddedStack
+from worker.flows import notifications, polls
+from worker.runtime import Runtime
+from worker.runtime.queueing import make_queue
 from worker.service import PaymentService
 from worker.store.db import read
 from worker.store.inbox import SHARDS, shard_of
@@ -49,8 +49,12 @@ from .procs import Supervisor
 from .simctl import SimControl
 from .sinks import EVENT_LOG_VARIABLE, FileSink
 
-LOCKED = ("after_lock", "after_outbox", "after_commit")
-WITH_CALL = ("after_gateway_call", *LOCKED)
+# The one read-decide-write path (no lock), a poll (its lock, its query, then that path), and a send: the
+# claim's write, the claim committed and nothing sent, the answer in hand, then the answer's write (the
+# second time those points are reached). A point "name:n" dies the n-th time the point is reached.
+WRITE = ("before_cas", "after_outbox", "after_commit")
+POLL = ("after_lock", "after_gateway_call", *WRITE)
+SEND = ("before_cas", "after_claim", "after_gateway_call", "before_cas:2", "after_outbox:2", "after_commit:2")
 RUN_JOB = "import sys; from worker import jobs; getattr(jobs, sys.argv[1])(*map(int, sys.argv[2:]))"
 
 
@@ -66,17 +70,17 @@ class Cell:
 
 
 CELLS = (
-    *(Cell("apply_notification", "payment", p) for p in LOCKED),
-    *(Cell("apply_notification", "refund", p) for p in LOCKED),
-    *(Cell("apply_notification", "contradiction", p) for p in LOCKED),
-    *(Cell("poll_order", "paid", p) for p in WITH_CALL),
-    *(Cell("poll_refund", "refunded", p) for p in WITH_CALL),
-    *(Cell("submit_refund", "new", p) for p in WITH_CALL),
-    *(Cell("resubmit_order", "lost", p) for p in WITH_CALL),
+    *(Cell("apply_notification", "payment", p) for p in WRITE),
+    *(Cell("apply_notification", "refund", p) for p in WRITE),
+    *(Cell("apply_notification", "contradiction", p) for p in WRITE),
+    *(Cell("poll_order", "paid", p) for p in POLL),
+    *(Cell("poll_refund", "refunded", p) for p in POLL),
+    *(Cell("submit_refund", "new", p) for p in SEND),
+    *(Cell("resubmit_order", "lost", p) for p in SEND),
     Cell("deliver_events", "undelivered", "after_event_delivery"),
     # The batched applier: payment rows in one transaction without a lock, the rest one at a time.
     *(Cell("apply_pending", "payment", p) for p in ("after_outbox", "after_commit")),
-    *(Cell("apply_pending", "refund", p) for p in LOCKED),
+    *(Cell("apply_pending", "refund", p) for p in WRITE),
     *(Cell("apply_pending", "contradiction", p) for p in ("after_outbox", "after_commit")),
 )
 # What each scenario must end as: (order state, refund state or None, anomalies provoked).
@@ -269,7 +273,7 @@ def forget_queued_jobs(lab: Lab) -> None:
 def crash_all(lab: Lab) -> None:
     procs: list[tuple[Prepared, subprocess.Popen[bytes]]] = []
     for p in lab.cells.values():
-        env = lab.env(CHECUS_CRASH_AT=f"{p.cell.point}:1")
+        env = lab.env(CHECUS_CRASH_AT=p.cell.point if ":" in p.cell.point else f"{p.cell.point}:1")
         argv = [sys.executable, "-c", RUN_JOB, p.cell.job, *map(str, p.args)]
         procs.append((p, subprocess.Popen(argv, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                           start_new_session=True)))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import redis
 
-from worker.demo.redis_server import RedisServer
+from worker.devtools.demo.redis_server import RedisServer
 
 from .procs import Pid, Supervisor, children
 

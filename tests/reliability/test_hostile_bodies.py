@@ -54,10 +54,10 @@ from rq.registry import FailedJobRegistry
 from structlog.testing import capture_logs
 
 from tests.integration.test_receiver_harness import ACK, APP_ID, MERCHANT_NO, PAYMENT, Rig, open_rig
-from worker.demo.redis_server import RedisServer
+from worker.devtools.demo.redis_server import RedisServer
 from worker.gateway.signing import PortalKeyPair
 from worker.gateway.wire import parse_time
-from worker.queueing import make_queue
+from worker.runtime.queueing import make_queue
 from worker.store.schema import anomalies, orders, payment_tokens, refunds, transitions
 
 from .conftest import note

@@ -48,13 +48,13 @@ from rq.serializers import JSONSerializer
 
 from statemachine import OrderState, RefundState
 from worker import jobs
-from worker.demo.redis_server import RedisServer
-from worker.demo.stack import EmbeddedStack
+from worker.devtools.demo.redis_server import RedisServer
+from worker.devtools.demo.stack import EmbeddedStack
 from worker.gateway.signing import Signer
 from worker.gateway.wire import dumps, format_time
-from worker.queueing import make_queue
+from worker.runtime.queueing import make_queue
+from worker.service_errors import RefundRefused
 from worker.store.db import read
-from worker.store.repo import RefundRefused
 from worker.store.schema import orders, refunds
 
 from .checker import check, load_snapshot
@@ -67,7 +67,8 @@ from .sinks import FileSink
 
 ORDER_FINAL = frozenset({"SUCCESS", "FAILED", "CLOSED"})
 REFUND_FINAL = frozenset({"REFUND_SUCCESS", "REFUND_FAILED"})
-POINTS = ("after_lock", "after_outbox", "after_commit", "after_gateway_call", "after_event_delivery")
+POINTS = ("after_lock", "before_cas", "after_outbox", "after_commit", "after_claim", "after_gateway_call",
+          "after_event_delivery")
 RUNS = itertools.count()
 
 

@@ -51,11 +51,10 @@ from structlog.testing import capture_logs
 from structlog.tracebacks import ExceptionDictTransformer
 from structlog.typing import Processor
 
-from worker.demo.redis_server import RedisServer
+from worker.devtools.demo.redis_server import RedisServer
 from worker.logs import redact
-from worker.queueing import make_queue
-from worker.store.repo import RefundRefused
-from worker.tokens import TokenRefused
+from worker.runtime.queueing import make_queue
+from worker.service_errors import RefundRefused, TokenRefused
 
 from .cluster import REPO, Cluster, ClusterSpec
 from .conftest import note

@@ -50,10 +50,10 @@ from tests.integration.test_receiver_harness import (
     refund_note,
     signer_of,
 )
-from worker.demo.redis_server import RedisServer
+from worker.devtools.demo.redis_server import RedisServer
 from worker.gateway.money import currency_exponent
 from worker.gateway.signing import PortalKeyPair, generate_portal_key_pair, load_private_key
-from worker.queueing import make_queue
+from worker.runtime.queueing import make_queue
 from worker.store.db import read
 from worker.store.schema import metadata
 

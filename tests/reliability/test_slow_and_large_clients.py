@@ -1,7 +1,7 @@
 """Slow and large clients against the receiver as production serves it (issue 4, target 7).
 
 The receiver runs as ``checus-worker web`` in its own process (uvicorn with uvloop and the
-guarded httptools protocol, ``worker/web.py`` ``server_options``), with its default limits,
+guarded httptools protocol, ``worker/receiver/web.py`` ``server_options``), with its default limits,
 in front of a private redis-server and a SQLite store; no rq worker runs, so whatever the
 receiver enqueued stays visible. The body limits are tested in ``tests/integration/
 test_receiver_limits.py``; here:
@@ -47,12 +47,12 @@ from tests.integration.test_receiver_harness import (
     statuses,
 )
 from tests.integration.test_receiver_limits import KERNEL_SLACK
-from worker.bench.report import percentile
 from worker.config import Settings, SettingsError
-from worker.demo.redis_server import RedisServer, free_port
+from worker.devtools.bench.report import percentile
+from worker.devtools.demo.redis_server import RedisServer, free_port
 from worker.gateway.signing import PortalKeyPair, Signer
 from worker.gateway.wire import dumps
-from worker.queueing import make_queue
+from worker.runtime.queueing import make_queue
 from worker.store.db import create_engine, read
 from worker.store.migrate import upgrade
 from worker.store.schema import inbox
@@ -68,7 +68,7 @@ BODY_TIMEOUT = DEFAULTS.receiver_body_timeout
 MAX_HEAD = DEFAULTS.receiver_max_header_bytes
 LIVENESS = 3 * max(HEADER_TIMEOUT, BODY_TIMEOUT) + 15  # "cut at some point", not a timing claim
 SLOW = 50
-CONCURRENCY_LIMIT = 1000  # worker/web.py server_options
+CONCURRENCY_LIMIT = 1000  # worker/receiver/web.py server_options
 OFFERED = 16 * 1024 * 1024  # four times what the kernel buffers may absorb (KERNEL_SLACK)
 
 pytestmark = pytest.mark.slow

@@ -73,3 +73,16 @@ def test_stuck_limits_are_configurable() -> None:
     for bad in ("PENDING", "pending=5", "PENDING=-1", "PENDING=soon"):
         with pytest.raises(SettingsError, match=r"^CHECUS_STUCK_AFTER"):
             Settings.from_env({"CHECUS_STUCK_AFTER": bad})
+
+
+def test_redis_through_sentinel_needs_host_port_pairs_and_the_master_name() -> None:
+    base = {"REDIS_URL": "redis://:pw@ignored:1/3"}
+    settings = Settings.from_env({**base, "REDIS_SENTINELS": "10.0.0.1:26379, [::1]:26380",
+                                  "REDIS_SENTINEL_MASTER": "checus"})
+    assert settings.redis_sentinels == (("10.0.0.1", 26379), ("::1", 26380))
+    assert settings.redis_sentinel_master == "checus"
+    with pytest.raises(SettingsError, match="REDIS_SENTINEL_MASTER"):
+        Settings.from_env({**base, "REDIS_SENTINELS": "10.0.0.1:26379"})
+    with pytest.raises(SettingsError, match="REDIS_SENTINELS: 'nowhere' is not host:port"):
+        Settings.from_env({**base, "REDIS_SENTINELS": "nowhere", "REDIS_SENTINEL_MASTER": "checus"})
+    assert Settings.from_env(base).redis_sentinels == ()

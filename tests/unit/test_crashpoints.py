@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from worker import crashpoints
+from worker.runtime import crashpoints
 
 
 def test_unarmed_points_do_nothing() -> None:
@@ -18,7 +18,7 @@ def test_unarmed_points_do_nothing() -> None:
 
 @pytest.mark.parametrize(("spec", "survived"), [("after_commit", 0), ("after_commit:3", 2), ("after_lock", 5)])
 def test_armed_point_exits_137_on_the_nth_pass(spec: str, survived: int) -> None:
-    code = "from worker.crashpoints import crash_point\nfor _ in range(5):\n    crash_point('after_commit')\n" \
+    code = "from worker.runtime.crashpoints import crash_point\nfor _ in range(5):\n    crash_point('after_commit')\n" \
            "    print('alive', flush=True)\n"
     result = subprocess.run([sys.executable, "-c", code], env={**os.environ, "CHECUS_CRASH_AT": spec},
                             capture_output=True, text=True, check=False, timeout=30)

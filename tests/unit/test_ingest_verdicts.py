@@ -21,8 +21,8 @@ from sqlalchemy.engine import Engine
 
 from worker.gateway.signing import PortalKeyPair, Signer, Verifier
 from worker.gateway.wire import dumps, format_time, loads_object
-from worker.ingest import FRESHNESS, FUTURE_SKEW, Ingestor, Kind, Verdict
-from worker.queueing import Enqueuer
+from worker.receiver.ingest import FRESHNESS, FUTURE_SKEW, Ingestor, Kind, Verdict
+from worker.runtime.queueing import Enqueuer
 from worker.store.inbox import dedupe_key
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)

@@ -8,14 +8,8 @@ from typing import Any
 import pytest
 
 from worker.gateway.enums import PaymentStatus, RefundStatus, TokenStatus
-from worker.gateway.replies import (
-    OrderState,
-    PaymentNotification,
-    RefundNotification,
-    RefundState,
-    ReplyInvalid,
-    read_token_list,
-)
+from worker.gateway.notifications import PaymentNotification, RefundNotification
+from worker.gateway.replies import OrderStatusReply, RefundStatusReply, ReplyInvalid, read_token_list
 
 QUERY_EXAMPLE: dict[str, Any] = {  # WIRE.md §9, first token payment
     "country": "SA", "outTradeNo": "orderAndPayOutTradeNo1750939895336PuVDesFayU", "currency": "SAR",
@@ -29,7 +23,7 @@ QUERY_EXAMPLE: dict[str, Any] = {  # WIRE.md §9, first token payment
 
 
 def test_query_example_reads_with_token() -> None:
-    order = OrderState.read(QUERY_EXAMPLE)
+    order = OrderStatusReply.read(QUERY_EXAMPLE)
     assert order.status is PaymentStatus.SUCCESS and order.amount == Decimal("100.00")
     assert order.payment_token_id == "PMTOKEN20250626121135955468420000003"
     assert order.payment_details[0].masked_card == "455036******5105"
@@ -38,8 +32,8 @@ def test_query_example_reads_with_token() -> None:
 
 
 def test_amount_as_string_and_alias() -> None:
-    assert OrderState.read({**QUERY_EXAMPLE, "totalAmount": "100.5"}).amount == Decimal("100.50")
-    refund = RefundState.read({"outRefundNo": "R1", "totalAmount": "5", "refundCurrency": "IDR",
+    assert OrderStatusReply.read({**QUERY_EXAMPLE, "totalAmount": "100.5"}).amount == Decimal("100.50")
+    refund = RefundStatusReply.read({"outRefundNo": "R1", "totalAmount": "5", "refundCurrency": "IDR",
                                "status": "REFUND_PENDING"})
     assert refund.amount == Decimal(5) and refund.status is RefundStatus.REFUND_PENDING
 
@@ -51,7 +45,7 @@ def test_amount_as_string_and_alias() -> None:
 )
 def test_values_that_would_move_money_wrongly_are_refused(patch: dict[str, Any]) -> None:
     with pytest.raises(ReplyInvalid):
-        OrderState.read({**QUERY_EXAMPLE, **patch})
+        OrderStatusReply.read({**QUERY_EXAMPLE, **patch})
 
 
 def test_payment_notification_needs_terminal_status_and_type() -> None:

@@ -8,6 +8,7 @@ field (RFC 9110 §5.3), and no signature is spelled with ``", "``.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import cast
 
 import httpx
@@ -16,10 +17,11 @@ import sqlalchemy as sa
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
+from worker.devtools.serving import serve_in_thread
 from worker.gateway.signing import PortalKeyPair, Signer, Verifier
-from worker.ingest import Ingestor, Kind, Verdict, sign_value
-from worker.receiver import PAYMENT_PATH, create_receiver
-from worker.serving import serve_in_thread
+from worker.receiver.app import PAYMENT_PATH, create_receiver
+from worker.receiver.inbox_writer import InboxWriter
+from worker.receiver.ingest import Ingestor, Kind, Verdict, sign_value
 
 BODY = b'{"notifyType":"PAYMENT","data":{"outTradeNo":"P1","status":"SUCCESS"}}'
 
@@ -56,6 +58,7 @@ class Recorder:
     def __init__(self) -> None:
         self.signs: list[str | None] = []
         self.aredis = AsyncRedis()  # never connected; the receiver closes it at shutdown
+        self.writer = InboxWriter(sa.create_engine("sqlite://"), lambda: datetime.now(UTC))  # never started
 
     async def ingest(self, _kind: Kind, _body: bytes, sign: str | None) -> Verdict:
         self.signs.append(sign)

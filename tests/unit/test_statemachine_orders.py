@@ -18,6 +18,7 @@ from statemachine import (
     NOT_FOUND_GRACE,
     ORDER_TRANSITIONS,
     AnomalyKind,
+    Answer,
     ConfirmByQuery,
     Decision,
     EmitEvent,
@@ -31,8 +32,10 @@ from statemachine import (
     RecordAnomaly,
     Resubmit,
     SaveToken,
+    SendLedger,
     Source,
     SubmitAccepted,
+    SubmitClaimed,
     SubmitDuplicate,
     SubmitRejected,
     SubmitUnknown,
@@ -71,6 +74,11 @@ def report(status: str, source: Source = Source.POLL, **changes: object) -> Gate
     return replace(base, **changes)  # type: ignore[arg-type]
 
 
+FIRST = SendLedger(sends=1)  # one send, its answer being read
+IN_DOUBT = SendLedger(sends=2, clean=0)  # the first send's answer was never read
+REFUSED = SendLedger(sends=1, clean=1, last_answer=Answer.REJECTED)
+REPEATED = SendLedger(sends=1, clean=0, last_answer=Answer.REPEAT)
+
 # How to reach each trigger from a given state: (facts, event, now).
 Case = tuple[OrderFacts, OrderEvent, datetime]
 
@@ -84,8 +92,11 @@ REACH: dict[str, Callable[[OrderState, Source], Case]] = {
     "report_app_mismatch": lambda s, v: (order(s), report("SUCCESS", v, app_id="OTHER"), NOW),
     "report_currency_mismatch": lambda s, v: (order(s), report("SUCCESS", v, currency="EUR"), NOW),
     "report_amount_mismatch": lambda s, v: (order(s), report("SUCCESS", v, amount=Decimal("10.01")), NOW),
+    "send_claimed": lambda s, v: (order(s), SubmitClaimed(), NOW),
     "submit_accepted": lambda s, v: (order(s), SubmitAccepted(status_hint="PENDING"), NOW),
-    "submit_rejected": lambda s, v: (order(s), SubmitRejected(code="PAYMENT_REJECTED"), NOW),
+    "submit_rejected": lambda s, v: (order(s, ledger=FIRST), SubmitRejected(code="PAYMENT_REJECTED", send_no=1), NOW),
+    "submit_rejected_resend": lambda s, v: (
+        order(s, ledger=IN_DOUBT), SubmitRejected(code="PAYMENT_REJECTED", send_no=2), NOW),
     "submit_unknown": lambda s, v: (order(s), SubmitUnknown(), NOW),
     "submit_duplicate": lambda s, v: (order(s), SubmitDuplicate(), NOW),
     "report_pending": lambda s, v: (order(s), report("PENDING", v), NOW),
@@ -94,6 +105,16 @@ REACH: dict[str, Callable[[OrderState, Source], Case]] = {
     "report_closed": lambda s, v: (order(s), report("CLOSED", v), NOW),
     "not_found_overdue": lambda s, v: (
         order(s, created_at=LONG_AGO, last_submit_at=LONG_AGO),
+        GatewayNotFound(),
+        NOW,
+    ),
+    "not_found_after_refusal": lambda s, v: (
+        order(s, created_at=LONG_AGO, last_submit_at=LONG_AGO, ledger=REFUSED),
+        GatewayNotFound(),
+        NOW,
+    ),
+    "not_found_alarm": lambda s, v: (
+        order(s, created_at=LONG_AGO, last_submit_at=LONG_AGO, accepted_at=LONG_AGO, ledger=REPEATED),
         GatewayNotFound(),
         NOW,
     ),
@@ -222,8 +243,8 @@ def test_a_refusal_is_a_decline_unless_its_code_leaves_doubt(
     code: str, trigger: str, state: OrderState
 ) -> None:
     """ORDER_REPEAT and system errors may hide a created order: UNKNOWN and a query, not FAILED."""
-    decision = decide(order(C), SubmitRejected(code=code), now=NOW)
-    assert (decision.trigger, decision.to_state) == (trigger, state)
+    decision = decide(order(U, ledger=FIRST), SubmitRejected(code=code, send_no=1), now=NOW)
+    assert (decision.trigger, decision.to_state) == (trigger, None if state is U else state)
 
 
 @pytest.mark.parametrize(
@@ -251,8 +272,9 @@ def test_the_grace_is_a_keyword_and_falls_back_to_created_at() -> None:
     [(NOT_FOUND_ALARM - timedelta(microseconds=1), Outcome.NOOP), (NOT_FOUND_ALARM, Outcome.ANOMALY)],
 )
 def test_pending_not_found_is_an_anomaly_only_after_the_alarm(age: timedelta, outcome: Outcome) -> None:
-    """The gateway accepted a PENDING order, so not-found is eventual consistency until the alarm."""
-    facts = order(P, created_at=NOW - age, last_submit_at=LONG_AGO)
+    """The gateway accepted a PENDING order, so not-found is eventual consistency until the alarm,
+    counted from the last send Checus accepted (not from the order's creation)."""
+    facts = order(P, created_at=LONG_AGO, last_submit_at=LONG_AGO, accepted_at=NOW - age)
     assert decide(facts, GatewayNotFound(), now=NOW).outcome is outcome
     assert decide(facts, GatewayNotFound(), now=NOW, alarm=age).outcome is Outcome.ANOMALY
 
@@ -324,7 +346,9 @@ reports = st.builds(report, statuses, sources, has_token=st.booleans())
 events: st.SearchStrategy[OrderEvent] = st.one_of(
     reports,
     st.builds(SubmitAccepted, status_hint=st.sampled_from(["PENDING", "SUCCESS"])),
-    st.builds(SubmitRejected, code=st.sampled_from(["PAYMENT_REJECTED", "ORDER_REPEAT", "SYSTEM_ERROR"])),
+    st.builds(SubmitRejected, code=st.sampled_from(["PAYMENT_REJECTED", "ORDER_REPEAT", "SYSTEM_ERROR"]),
+              send_no=st.integers(min_value=1, max_value=3)),
+    st.just(SubmitClaimed()),
     st.just(SubmitUnknown()),
     st.just(SubmitDuplicate()),
     st.just(GatewayNotFound()),

@@ -13,11 +13,13 @@ from hypothesis import strategies as st
 
 from statemachine import (
     LEGAL_REFUND_EDGES,
+    MAX_RETRY_LATER,
     NOT_FOUND_ALARM,
     NOT_FOUND_GRACE,
     REFUND_TRANSITIONS,
     RETRY_LATER_CODES,
     AnomalyKind,
+    Answer,
     ConfirmByQuery,
     EmitEvent,
     Outcome,
@@ -28,10 +30,12 @@ from statemachine import (
     RefundReport,
     RefundState,
     RefundSubmitAccepted,
+    RefundSubmitClaimed,
     RefundSubmitDuplicate,
     RefundSubmitRejected,
     RefundSubmitUnknown,
     Resubmit,
+    SendLedger,
     Source,
     StartNextRefund,
     UnfitRefundReport,
@@ -66,6 +70,12 @@ def report(status: str, source: Source = Source.POLL, **changes: object) -> Refu
     return replace(base, **changes)  # type: ignore[arg-type]
 
 
+FIRST = SendLedger(sends=1)  # one send, its answer being read
+IN_DOUBT = SendLedger(sends=2, clean=0)  # the first send's answer was never read
+WAITED_ENOUGH = SendLedger(sends=MAX_RETRY_LATER, clean=MAX_RETRY_LATER - 1)
+REFUSED = SendLedger(sends=1, clean=1, last_answer=Answer.REJECTED)
+REPEATED = SendLedger(sends=1, clean=0, last_answer=Answer.REPEAT)
+
 # How to reach each trigger from a given state: (facts, event, now, refundable_if_applied).
 Case = tuple[RefundFacts, RefundEvent, datetime, Decimal | None]
 OK = Decimal("6.00")
@@ -82,10 +92,19 @@ REACH: dict[str, Callable[[RefundState, Source], Case]] = {
         NOW,
         OK,
     ),
+    "send_claimed": lambda s, v: (refund(s), RefundSubmitClaimed(slot_free=True), NOW, None),
+    "send_waits_turn": lambda s, v: (refund(s), RefundSubmitClaimed(slot_free=False), NOW, None),
     "submit_pending": lambda s, v: (refund(s), RefundSubmitAccepted(status="REFUND_PENDING"), NOW, None),
     "submit_failed": lambda s, v: (refund(s), RefundSubmitAccepted(status="REFUND_FAILED"), NOW, None),
-    "submit_rejected_wait": lambda s, v: (refund(s), RefundSubmitRejected(code="REFUND_FAILED"), NOW, None),
-    "submit_rejected": lambda s, v: (refund(s), RefundSubmitRejected(code="PARAMS_INVALID"), NOW, None),
+    "submit_rejected_wait": lambda s, v: (
+        refund(s, ledger=FIRST), RefundSubmitRejected(code="REFUND_FAILED", send_no=1), NOW, None),
+    "submit_wait_exhausted": lambda s, v: (
+        refund(s, ledger=WAITED_ENOUGH), RefundSubmitRejected(code="REFUND_FAILED", send_no=MAX_RETRY_LATER), NOW,
+        None),
+    "submit_rejected": lambda s, v: (
+        refund(s, ledger=FIRST), RefundSubmitRejected(code="PARAMS_INVALID", send_no=1), NOW, None),
+    "submit_rejected_resend": lambda s, v: (
+        refund(s, ledger=IN_DOUBT), RefundSubmitRejected(code="PARAMS_INVALID", send_no=2), NOW, None),
     "submit_unknown": lambda s, v: (refund(s), RefundSubmitUnknown(), NOW, None),
     "submit_duplicate": lambda s, v: (refund(s), RefundSubmitDuplicate(), NOW, None),
     "report_pending": lambda s, v: (refund(s), report("REFUND_PENDING", v), NOW, OK),
@@ -104,6 +123,18 @@ REACH: dict[str, Callable[[RefundState, Source], Case]] = {
         NOW,
         None,
     ),
+    "not_found_after_refusal": lambda s, v: (
+        refund(s, created_at=LONG_AGO, last_submit_at=LONG_AGO, ledger=REFUSED),
+        RefundNotFound(),
+        NOW,
+        None,
+    ),
+    "not_found_alarm": lambda s, v: (
+        refund(s, created_at=LONG_AGO, last_submit_at=LONG_AGO, accepted_at=LONG_AGO, ledger=REPEATED),
+        RefundNotFound(),
+        NOW,
+        None,
+    ),
     "not_found": lambda s, v: (refund(s), RefundNotFound(), NOW, None),
 }
 
@@ -118,7 +149,8 @@ def test_each_table_row_decides_as_written(index: int, state: RefundState, sourc
     assert decision.from_state is state
     assert decision.effects[: len(row.effects)] == row.effects
     kinds = [e.kind for e in decision.effects if isinstance(e, RecordAnomaly)]
-    assert kinds == ([row.anomaly] if row.anomaly else [])
+    stated = [e.kind for e in row.effects if isinstance(e, RecordAnomaly)]  # an anomaly the row records as it moves
+    assert kinds == stated + ([row.anomaly] if row.anomaly else [])
 
 
 def test_every_row_fires_for_some_state() -> None:
@@ -153,10 +185,11 @@ def test_terminal_states() -> None:
 
 
 @pytest.mark.parametrize("code", sorted(RETRY_LATER_CODES))
-def test_not_now_codes_keep_the_refund_waiting(code: str) -> None:
-    """Insufficient balance or a refund in progress elsewhere: stay CREATED, the shell retries."""
-    decision = decide_refund(refund(C), RefundSubmitRejected(code=code), now=NOW, refundable_if_applied=None)
-    assert (decision.outcome, decision.to_state, decision.effects) == (Outcome.NOOP, None, ())
+def test_not_now_codes_put_the_refund_back_to_wait(code: str) -> None:
+    """Insufficient balance or a refund in progress elsewhere, on a first send: back to CREATED, no event."""
+    decision = decide_refund(refund(U, ledger=FIRST), RefundSubmitRejected(code=code, send_no=1), now=NOW,
+                             refundable_if_applied=None)
+    assert (decision.outcome, decision.to_state, decision.effects) == (Outcome.APPLIED, C, ())
 
 
 @pytest.mark.parametrize(
@@ -171,8 +204,9 @@ def test_a_refusal_fails_the_refund_unless_its_code_leaves_doubt(
     code: str, trigger: str, state: RefundState
 ) -> None:
     """ORDER_REPEAT and system errors may hide a created refund: UNKNOWN and a query."""
-    decision = decide_refund(refund(C), RefundSubmitRejected(code=code), now=NOW, refundable_if_applied=None)
-    assert (decision.trigger, decision.to_state) == (trigger, state)
+    decision = decide_refund(refund(U, ledger=FIRST), RefundSubmitRejected(code=code, send_no=1), now=NOW,
+                             refundable_if_applied=None)
+    assert (decision.trigger, decision.to_state) == (trigger, None if state is U else state)
 
 
 def test_currency_is_checked_before_amount() -> None:
@@ -234,9 +268,9 @@ def test_unknown_not_found_is_resubmitted_after_the_grace(since_submit: timedelt
 
 
 def test_grace_and_alarm_are_keywords() -> None:
-    """grace= and alarm= override the constants; a missing submit time falls back to creation."""
+    """grace= and alarm= override the constants; a missing submit (and acceptance) time falls back to creation."""
     unknown = refund(U, created_at=NOW - timedelta(seconds=1), last_submit_at=None)
-    pending = refund(RP, created_at=NOW - timedelta(seconds=1))
+    pending = refund(RP, created_at=NOW - timedelta(seconds=1), last_submit_at=None)
     one = timedelta(seconds=1)
     assert (
         decide_refund(unknown, RefundNotFound(), now=NOW, refundable_if_applied=None, grace=one).to_state is C
@@ -252,8 +286,8 @@ def test_grace_and_alarm_are_keywords() -> None:
     [(NOT_FOUND_ALARM - timedelta(microseconds=1), Outcome.NOOP), (NOT_FOUND_ALARM, Outcome.ANOMALY)],
 )
 def test_pending_not_found_is_an_anomaly_only_after_the_alarm(age: timedelta, outcome: Outcome) -> None:
-    """A REFUND_PENDING refund not found is eventual consistency until the alarm."""
-    facts = refund(RP, created_at=NOW - age)
+    """A REFUND_PENDING refund not found is eventual consistency until the alarm after Checus accepted it."""
+    facts = refund(RP, created_at=LONG_AGO, last_submit_at=LONG_AGO, accepted_at=NOW - age)
     assert decide_refund(facts, RefundNotFound(), now=NOW, refundable_if_applied=None).outcome is outcome
 
 
@@ -284,8 +318,10 @@ refund_events: st.SearchStrategy[RefundEvent] = st.one_of(
     ),
     st.builds(RefundSubmitAccepted, status=st.sampled_from(["REFUND_PENDING", "REFUND_FAILED"])),
     st.builds(
-        RefundSubmitRejected, code=st.sampled_from(["REFUND_FAILED", "PARAMS_INVALID", "ORDER_REPEAT"])
+        RefundSubmitRejected, code=st.sampled_from(["REFUND_FAILED", "PARAMS_INVALID", "ORDER_REPEAT"]),
+        send_no=st.integers(min_value=1, max_value=3),
     ),
+    st.builds(RefundSubmitClaimed, slot_free=st.booleans()),
     st.just(RefundSubmitUnknown()),
     st.just(RefundNotFound()),
 )

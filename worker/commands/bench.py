@@ -56,8 +56,8 @@ def bench(short: bool, keep: bool, **given: object) -> None:
     (hello-world on the same server, rq no-op jobs, RSA-2048 verifies/s). Needs `wrk` and
     `redis-server` (.ci/system-deps installs them); PostgreSQL for the scheduler phase.
     """
-    from ..bench.options import build_options
-    from ..bench.runner import run_bench
+    from worker.devtools.bench.options import build_options
+    from worker.devtools.bench.runner import run_bench
 
     try:
         options = build_options(short=short, keep=keep or None, **given)

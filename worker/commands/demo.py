@@ -16,8 +16,8 @@ def demo(time_scale: float) -> None:
     Starts the simulator, the receiver, a worker and a scheduler on loopback with SQLite, and
     Redis from REDIS_URL or a private redis-server. Exits 0 only if every flow ended as expected.
     """
-    from ..demo.flows import run_demo
-    from ..logs import configure_logging
+    from worker.devtools.demo.flows import run_demo
+    from worker.logs import configure_logging
 
     configure_logging(level="WARNING")
     if not run_demo(time_scale=time_scale, redis_url=os.environ.get("REDIS_URL") or None):

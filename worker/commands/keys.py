@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ..gateway.signing import generate_portal_key_pair
+from worker.gateway.signing import generate_portal_key_pair
 
 
 @click.group()

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from ..bootstrap import process_runtime
+from worker.bootstrap import process_runtime
 
 
 @click.group()
@@ -19,10 +19,11 @@ def anomalies() -> None:
 
 @anomalies.command("list")
 @click.option("--all", "include_resolved", is_flag=True, help="Include resolved anomalies.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON only, on stdout.")
 def anomalies_list(include_resolved: bool, as_json: bool) -> None:
-    from ..ops.queries import list_anomalies
-    from ..store.db import read
+    """List the open anomalies (contradictions recorded for an operator); --all adds resolved ones."""
+    from worker.ops.queries import list_anomalies
+    from worker.store.db import read
 
     with read(process_runtime().engine) as conn:
         found = list_anomalies(conn, include_resolved=include_resolved)
@@ -44,7 +45,7 @@ def anomalies_list(include_resolved: bool, as_json: bool) -> None:
 @click.option("--operator", required=True, help="Who resolves it.")
 def anomalies_resolve(anomaly_id: int, reason: str, operator: str) -> None:
     """Resolve an anomaly; Checus is queried first and its answer recorded as evidence."""
-    from ..ops.actions import OperatorError, resolve_anomaly
+    from worker.ops.actions import OperatorError, resolve_anomaly
 
     try:
         outcome = resolve_anomaly(process_runtime(), anomaly_id, operator=operator, reason=reason)
@@ -57,8 +58,8 @@ def anomalies_resolve(anomaly_id: int, reason: str, operator: str) -> None:
 @click.argument("inbox_id", type=int)
 def replay(inbox_id: int) -> None:
     """Apply a kept notification again (re-verified; harmless if it was already applied)."""
-    from ..ops.actions import OperatorError
-    from ..ops.actions import replay as run_replay
+    from worker.ops.actions import OperatorError
+    from worker.ops.actions import replay as run_replay
 
     try:
         job = run_replay(process_runtime(), inbox_id)
@@ -71,8 +72,8 @@ def replay(inbox_id: int) -> None:
 @click.option("--rate", default=5.0, show_default=True, help="Gateway queries per second at most.")
 def reconcile(rate: float) -> None:
     """Poll every open payment and refund now, rate-limited, and report what changed."""
-    from ..ops.actions import open_records
-    from ..ops.actions import reconcile as run_reconcile
+    from worker.ops.actions import open_records
+    from worker.ops.actions import reconcile as run_reconcile
 
     rt = process_runtime()
     records = open_records(rt)

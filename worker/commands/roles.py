@@ -8,17 +8,20 @@ import threading
 
 import click
 
-from ..bootstrap import process_runtime
-from ..logs import configure_logging
+from worker.bootstrap import process_runtime
+from worker.logs import configure_logging
 
 
-def _setup() -> None:
+def _setup(role: str) -> None:
     """Logs and metrics of a worker or scheduler (the receiver's processes: ``web.serving_app``)."""
-    from ..metrics import start_metrics
+    from worker.ops.gauges import start_metrics
+    from worker.runtime.startup import wait_for_redis, wait_for_schema
 
     rt = process_runtime()
     configure_logging(level=rt.settings.log_level)
-    start_metrics(rt, store=False)
+    wait_for_redis(rt.redis)
+    wait_for_schema(rt.engine)
+    start_metrics(rt, role=role, store=False)
 
 
 @click.command()
@@ -27,10 +30,12 @@ def _setup() -> None:
 @click.option("--processes", type=click.IntRange(min=1), help="Overrides CHECUS_RECEIVER_PROCESSES.")
 def web(host: str | None, port: int | None, processes: int | None) -> None:
     """Run the notification receiver (POST /checus/notify/payment and /checus/notify/refund)."""
-    from ..web import serve_receiver
+    from worker.receiver.processes import serve_receiver
+    from worker.runtime.startup import wait_for_schema
 
     rt = process_runtime()
     configure_logging(level=rt.settings.log_level)
+    wait_for_schema(rt.engine)  # (Redis may be down: the receiver answers 503 until it is back)
     count = processes or rt.settings.receiver_processes
     if processes:
         os.environ["CHECUS_RECEIVER_PROCESSES"] = str(count)  # several processes read their settings from it
@@ -43,11 +48,11 @@ def web(host: str | None, port: int | None, processes: int | None) -> None:
 @click.option("--burst", is_flag=True, help="Drain the queue, then exit.")
 def work(fork: bool, burst: bool) -> None:
     """Run an rq worker for the product's queue (JSON jobs only)."""
-    from .. import jobs  # noqa: F401 - before the freeze: the first job would import it
-    from ..bootstrap import freeze_startup_heap
-    from ..rqworker import run_worker
+    from worker import jobs  # noqa: F401 - before the freeze: the first job would import it
+    from worker.rqworker import run_worker
+    from worker.runtime import freeze_startup_heap
 
-    _setup()
+    _setup("work")
     freeze_startup_heap()
     run_worker(process_runtime(), fork=fork, burst=burst)
 
@@ -56,9 +61,9 @@ def work(fork: bool, burst: bool) -> None:
 @click.option("--interval", default=1.0, show_default=True, help="Seconds between ticks.")
 def scheduler(interval: float) -> None:
     """Enqueue due polls and sweep lost work (one leader at a time; run two for availability)."""
-    from ..scheduler import Scheduler
+    from worker.scheduler import Scheduler
 
-    _setup()
+    _setup("scheduler")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -73,8 +78,8 @@ def db() -> None:
 @db.command()
 def upgrade() -> None:
     """Apply every migration (safe to run on every deploy)."""
-    from ..store.migrate import current
-    from ..store.migrate import upgrade as run_upgrade
+    from worker.store.migrate import current
+    from worker.store.migrate import upgrade as run_upgrade
 
     rt = process_runtime()
     run_upgrade(rt.engine)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ..gateway.signing import PortalKeyPair, generate_portal_key_pair
+from worker.gateway.signing import PortalKeyPair, generate_portal_key_pair
 
 
 def dev_keys(keys_dir: Path) -> tuple[PortalKeyPair, PortalKeyPair]:
@@ -42,22 +42,25 @@ def sim(host: str, port: int, app_id: str | None, merchant_no: str | None, time_
 
     Keys come from CHECUS_SIM_MERCHANT_PUBLIC_KEYS / CHECUS_SIM_PLATFORM_PRIVATE_KEY (or
     their _FILE forms). With none set, a development pair for each side is kept in
-    --keys-dir and the settings a client needs are printed.
+    --keys-dir. Logs are JSON lines on stderr (as every role's): the first, ``sim.started``,
+    holds the settings a client needs, then ``sim.notifications.off`` if CHECUS_NOTIFY_BASE_URL
+    and the simulator's default notify URLs are all unset (no notification would be sent).
     """
-    from ..simulator.config import SimulatorConfig
-    from ..simulator.server import serve
+    from worker.devtools.simulator.config import SimulatorConfig
+    from worker.devtools.simulator.server import serve
+    from worker.devtools.simulator.startup import announce
+    from worker.logs import configure_logging
 
+    configure_logging(level="INFO")
     env = dict(os.environ)
+    generated: Path | None = None
     env.setdefault("CHECUS_SIM_APP_ID", "SIM_APP")
     env.setdefault("CHECUS_SIM_MERCHANT_NO", "SIM_MERCHANT")
     if not env.get("CHECUS_SIM_MERCHANT_PUBLIC_KEYS") and not env.get("CHECUS_SIM_MERCHANT_PUBLIC_KEYS_FILE"):
         merchant, platform = dev_keys(keys_dir)
         env["CHECUS_SIM_MERCHANT_PUBLIC_KEYS"] = merchant.public_key
         env["CHECUS_SIM_PLATFORM_PRIVATE_KEY"] = platform.private_key
-        click.echo(f"development keys in {keys_dir}/; point a client at them with:")
-        click.echo(f"  CHECUS_GATEWAY_URL=http://{host}:{port}")
-        click.echo(f"  CHECUS_MERCHANT_PRIVATE_KEY_FILE={keys_dir}/merchant_private_key.txt")
-        click.echo(f"  CHECUS_PLATFORM_PUBLIC_KEYS_FILE={keys_dir}/platform_public_key.txt")
+        generated = keys_dir
     config = SimulatorConfig.from_env(env)
     if app_id is not None:
         config = dataclasses.replace(config, app_id=app_id)
@@ -65,5 +68,5 @@ def sim(host: str, port: int, app_id: str | None, merchant_no: str | None, time_
         config = dataclasses.replace(config, merchant_no=merchant_no)
     if time_scale is not None:
         config = dataclasses.replace(config, time_scale=time_scale)
-    click.echo(f"  CHECUS_APP_ID={config.app_id}  CHECUS_MERCHANT_NO={config.merchant_no}")
+    announce(config, host=host, port=port, environ=env, keys_dir=generated)
     serve(config, host=host, port=port)

@@ -8,8 +8,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from ..bootstrap import process_runtime
-from ..status import snapshot
+from worker.bootstrap import process_runtime
+from worker.ops.status import snapshot
 
 
 @click.command()

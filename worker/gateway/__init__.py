@@ -1,8 +1,8 @@
 """The Checus wire layer: signing, typed requests and replies, and the client."""
 
-from .client import ChecusClient, base_url_for, build_http_client
-from .enums import Endpoint, PaymentStatus, RefundStatus, TokenStatus
-from .errors import (
+from worker.gateway.client import ChecusClient, base_url_for, build_http_client
+from worker.gateway.enums import Endpoint, PaymentStatus, RefundStatus, TokenStatus
+from worker.gateway.errors import (
     ChecusError,
     DuplicateRequest,
     GatewayRejected,
@@ -11,7 +11,7 @@ from .errors import (
     RequestInvalid,
     RequestNotSent,
 )
-from .signing import KeyLoadError, Signer, Verifier
+from worker.gateway.signing import KeyLoadError, Signer, Verifier
 
 __all__ = [
     "ChecusClient",

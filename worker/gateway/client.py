@@ -3,9 +3,12 @@
 Theory of operation. Every call is: build the envelope, serialize it once, sign those
 bytes, POST those bytes. The answer is judged in the order WIRE.md §5 gives: transport
 first (anything but a readable HTTP 200 means we do not know what happened), then
-``code`` (anything but APPLY_SUCCESS is a rejection with no effect, except the codes that
-describe the gateway's own trouble), then the response signature (verified on the raw
-bytes, only on APPLY_SUCCESS as the official SDKs do), then the typed ``data``.
+``code``, then the response signature, then the typed ``data``. Only what can be read is
+believed: a body without a ``code`` (or with one that is not a string) and a code we do not
+know are unknown outcomes, never refusals (``statemachine.KNOWN_CODES``); a refusal is believed
+when it is unsigned (the official SDKs verify only APPLY_SUCCESS, so error answers may carry
+no signature) or signed and verified, and a refusal whose ``sign`` does not verify is an
+unknown outcome. APPLY_SUCCESS must always verify.
 
 The caller gets a typed reply or one exception from ``errors``; see that module's tree.
 The ``httpx.Client`` is injected: build it once per process (``build_http_client``), it
@@ -22,19 +25,20 @@ from typing import Any, Protocol, TypeVar
 import httpx
 import structlog
 
-from .enums import APPLY_SUCCESS, GATEWAY_PATH, PROD_BASE_URL, UAT_BASE_URL, Endpoint
-from .errors import OutcomeUnknown, RequestNotSent, rejection_for
-from .replies import (
+from statemachine import KNOWN_CODES
+from worker.gateway.enums import APPLY_SUCCESS, GATEWAY_PATH, PROD_BASE_URL, UAT_BASE_URL, Endpoint
+from worker.gateway.errors import OutcomeUnknown, RequestNotSent, rejection_for
+from worker.gateway.replies import (
     OrderCreated,
-    OrderState,
+    OrderStatusReply,
     PaymentToken,
     RefundAccepted,
-    RefundState,
+    RefundStatusReply,
     ReplyInvalid,
     TokenRemoved,
     read_token_list,
 )
-from .requests import (
+from worker.gateway.requests import (
     HostedCardPayment,
     OrderQuery,
     Refund,
@@ -43,8 +47,8 @@ from .requests import (
     TokenPayment,
     TokenRemoval,
 )
-from .signing import Signer, Verifier
-from .wire import WireFormatError, dumps, format_time, loads_object
+from worker.gateway.signing import Signer, Verifier
+from worker.gateway.wire import WireFormatError, dumps, format_time, loads_object
 
 log = structlog.get_logger("worker.gateway")
 T = TypeVar("T")
@@ -117,14 +121,14 @@ class ChecusClient:
         """/orderAndPay. A SUCCESS here is a hint; confirm by notification or query."""
         return self._call(request, OrderCreated.read)
 
-    def query_order(self, out_trade_no: str) -> OrderState:
-        return self._call(OrderQuery(out_trade_no=out_trade_no), OrderState.read)
+    def query_order(self, out_trade_no: str) -> OrderStatusReply:
+        return self._call(OrderQuery(out_trade_no=out_trade_no), OrderStatusReply.read)
 
     def refund(self, request: Refund) -> RefundAccepted:
         return self._call(request, RefundAccepted.read)
 
-    def query_refund(self, out_refund_no: str) -> RefundState:
-        return self._call(RefundQuery(out_refund_no=out_refund_no), RefundState.read)
+    def query_refund(self, out_refund_no: str) -> RefundStatusReply:
+        return self._call(RefundQuery(out_refund_no=out_refund_no), RefundStatusReply.read)
 
     def inquire_tokens(self, request: TokenInquiry) -> list[PaymentToken]:
         return self._call(request, read_token_list)
@@ -182,11 +186,18 @@ class ChecusClient:
             raise OutcomeUnknown(f"{endpoint}: unreadable response", reason="malformed_response",
                                  endpoint=endpoint) from None
         code = body.get("code")
+        if not isinstance(code, str) or code not in KNOWN_CODES:
+            raise OutcomeUnknown(f"{endpoint}: answer without a code we know", reason="unreadable_code",
+                                 endpoint=endpoint)
+        sign = response.headers.get("sign")
         if code != APPLY_SUCCESS:
+            if sign is not None and not self._verifier.verify(raw, sign):
+                raise OutcomeUnknown(f"{endpoint}: refusal signature did not verify", reason="bad_signature",
+                                     endpoint=endpoint)
             data = body.get("data") if isinstance(body.get("data"), dict) else None
             msg = str(body.get("msg") or "")[:256]
-            raise rejection_for(str(code)[:64], msg, endpoint=endpoint, data=data)
-        if not self._verifier.verify(raw, response.headers.get("sign")):
+            raise rejection_for(code, msg, endpoint=endpoint, data=data)
+        if not self._verifier.verify(raw, sign):
             raise OutcomeUnknown(f"{endpoint}: response signature did not verify", reason="bad_signature",
                                  endpoint=endpoint)
         try:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from statemachine import ACCEPTED_CODE
+
 
 class PaymentStatus(StrEnum):
     PENDING = "PENDING"
@@ -46,7 +48,7 @@ class Endpoint(StrEnum):
         return "1.2" if self in (Endpoint.INQUIRE_PAYMENT_TOKEN, Endpoint.REMOVE_PAYMENT_TOKEN) else "1.4"
 
 
-APPLY_SUCCESS = "APPLY_SUCCESS"
+APPLY_SUCCESS = ACCEPTED_CODE  # the rule lives in statemachine.sending
 GATEWAY_PATH = "/aggregate-pay/api/gateway/"
 UAT_BASE_URL = "https://pay-gate-uat.checus.com"
 PROD_BASE_URL = "https://pay-gate-hk-prod.checus.com"

@@ -14,7 +14,8 @@
     │   └── RecordNotFound    ORDER_NOT_EXIST: the order or refund is unknown to Checus.
     └── OutcomeUnknown        We cannot know whether Checus acted: timeout after sending,
         │                     connection reset, HTTP 5xx, an unverifiable or unreadable answer,
-        │                     or SYSTEM_ERROR / UNEXPECTED_ERROR / REQUEST_TIMEOUT.
+        │                     no ``code`` or one we do not know, or a code that names the
+        │                     gateway's own trouble (``statemachine.UNCERTAIN_CODES``).
         │                     The caller must resolve it by query and never treat it as failure.
         └── RequestNotSent    The connection was never made, so nothing reached Checus.
                               Retrying is safe; treating it as unknown is also safe, which
@@ -27,6 +28,8 @@ None of them ever holds a request body, a ``sign`` value or a key.
 from __future__ import annotations
 
 from typing import Any
+
+from statemachine import DUPLICATE_CODE, NOT_FOUND_CODE, UNCERTAIN_CODES
 
 
 class ChecusError(Exception):
@@ -90,18 +93,13 @@ class RequestNotSent(OutcomeUnknown):
     reason = "not_sent"
 
 
-# Codes that describe the gateway's trouble, not a decision about our request: the request
-# may have been half-processed, so the outcome is unknown rather than "rejected".
-UNKNOWN_OUTCOME_CODES = frozenset({"SYSTEM_ERROR", "UNEXPECTED_ERROR", "REQUEST_TIMEOUT"})
-
-
 def rejection_for(code: str, msg: str, *, endpoint: str, data: dict[str, Any] | None) -> ChecusError:
     """Map a non-APPLY_SUCCESS answer to the right branch of the tree."""
-    if code == "ORDER_REPEAT":
+    if code == DUPLICATE_CODE:
         return DuplicateRequest(code, msg, endpoint=endpoint, data=data)
-    if code == "ORDER_NOT_EXIST":
+    if code == NOT_FOUND_CODE:
         return RecordNotFound(code, msg, endpoint=endpoint, data=data)
-    if code in UNKNOWN_OUTCOME_CODES:
+    if code in UNCERTAIN_CODES:
         return OutcomeUnknown(f"{endpoint}: gateway answered {code}", reason=f"gateway_{code.lower()}",
                               endpoint=endpoint)
     return GatewayRejected(code, msg, endpoint=endpoint, data=data)

@@ -1,4 +1,4 @@
-"""Typed views of what Checus sends: responses' ``data`` and the two notifications.
+"""Typed views of what Checus answers: responses' ``data`` (the notifications are in ``notifications``).
 
 The readers are tolerant where the gateway is known to vary (numbers sent as strings,
 unknown fields, ``totalAmount`` where ``refundAmount`` is meant) and strict where a wrong
@@ -16,9 +16,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from .enums import PaymentStatus, RefundStatus, TokenStatus
-from .money import AmountError, parse_amount
-from .wire import parse_time
+from worker.gateway.enums import PaymentStatus, RefundStatus, TokenStatus
+from worker.gateway.money import AmountError, parse_amount
+from worker.gateway.wire import parse_time
 
 E = TypeVar("E", PaymentStatus, RefundStatus, TokenStatus)
 
@@ -37,7 +37,7 @@ def _obj(value: object, name: str) -> dict[str, Any]:
     return value
 
 
-def _text(d: dict[str, Any], key: str, *, required: bool = False, limit: int = 1024) -> str | None:
+def text_field(d: dict[str, Any], key: str, *, required: bool = False, limit: int = 1024) -> str | None:
     value = d.get(key)
     if value is None or value == "":
         if required:
@@ -76,7 +76,7 @@ def _sub(d: dict[str, Any], key: str) -> dict[str, Any]:
 
 
 def _currency(d: dict[str, Any], key: str) -> str:
-    value = _text(d, key, required=True, limit=3)
+    value = text_field(d, key, required=True, limit=3)
     assert value is not None
     return value
 
@@ -99,11 +99,11 @@ class PaymentDetail:
         card = _sub(d, "cardInfo")
         three_ds = _sub(card, "threeDSResult")
         return cls(
-            payment_method_type=_text(d, "paymentMethodType"),
-            payment_token_id=_text(d, "paymentTokenID", limit=64) or _text(card, "paymentTokenID", limit=64),
-            card_org=_text(card, "cardOrg"),
-            masked_card=_text(card, "cardIdentifierNo", limit=32),
-            three_ds_status=_text(three_ds, "authenticationStatus"),
+            payment_method_type=text_field(d, "paymentMethodType"),
+            payment_token_id=text_field(d, "paymentTokenID", limit=64) or text_field(card, "paymentTokenID", limit=64),
+            card_org=text_field(card, "cardOrg"),
+            masked_card=text_field(card, "cardIdentifierNo", limit=32),
+            three_ds_status=text_field(three_ds, "authenticationStatus"),
         )
 
 
@@ -120,15 +120,15 @@ class OrderCreated:
     def read(cls, raw: object) -> OrderCreated:
         d = _obj(raw, "data")
         return cls(
-            out_trade_no=_text(d, "outTradeNo", required=True, limit=64) or "",
-            trade_token=_text(d, "tradeToken", required=True, limit=64) or "",
+            out_trade_no=text_field(d, "outTradeNo", required=True, limit=64) or "",
+            trade_token=text_field(d, "tradeToken", required=True, limit=64) or "",
             status=_enum(d, "status", PaymentStatus),
-            redirect_url=_text(d, "redirectUrl"),
+            redirect_url=text_field(d, "redirectUrl"),
         )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class OrderState:
+class OrderStatusReply:
     """An order as /orderQuery or a payment notification describes it."""
 
     out_trade_no: str
@@ -152,22 +152,22 @@ class OrderState:
         return None
 
     @classmethod
-    def read(cls, raw: object) -> OrderState:
+    def read(cls, raw: object) -> OrderStatusReply:
         d = _obj(raw, "data")
         currency = _currency(d, "currency")
         details = d.get("paymentDetails") or []
         if not isinstance(details, list):
             raise ReplyInvalid("paymentDetails must be a list")
         return cls(
-            out_trade_no=_text(d, "outTradeNo", required=True, limit=64) or "",
-            trade_token=_text(d, "tradeToken", limit=64),
+            out_trade_no=text_field(d, "outTradeNo", required=True, limit=64) or "",
+            trade_token=text_field(d, "tradeToken", limit=64),
             amount=_money(d, ("totalAmount", "amount"), currency),
             currency=currency,
-            country=_text(d, "country", limit=2),
+            country=text_field(d, "country", limit=2),
             status=_enum(d, "status", PaymentStatus),
-            result_code=_text(d, "resultCode"),
-            result_msg=_text(d, "resultMsg"),
-            reference=_text(d, "reference", limit=512),
+            result_code=text_field(d, "resultCode"),
+            result_msg=text_field(d, "resultMsg"),
+            reference=text_field(d, "reference", limit=512),
             complete_time=parse_time(d.get("completeTime")),
             payment_details=tuple(PaymentDetail.read(x) for x in details),
         )
@@ -186,15 +186,15 @@ class RefundAccepted:
     def read(cls, raw: object) -> RefundAccepted:
         d = _obj(raw, "data")
         return cls(
-            out_refund_no=_text(d, "outRefundNo", required=True, limit=64) or "",
-            refund_trade_no=_text(d, "refundTradeNo", limit=64),
-            trade_order_no=_text(d, "tradeOrderNo", limit=64),
+            out_refund_no=text_field(d, "outRefundNo", required=True, limit=64) or "",
+            refund_trade_no=text_field(d, "refundTradeNo", limit=64),
+            trade_order_no=text_field(d, "tradeOrderNo", limit=64),
             status=_enum(d, "status", RefundStatus),
         )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class RefundState:
+class RefundStatusReply:
     """A refund as /refundQuery or a refund notification describes it."""
 
     out_refund_no: str
@@ -207,18 +207,18 @@ class RefundState:
     finish_time: datetime | None
 
     @classmethod
-    def read(cls, raw: object) -> RefundState:
+    def read(cls, raw: object) -> RefundStatusReply:
         d = _obj(raw, "data")
         currency = _currency(d, "refundCurrency") if d.get("refundCurrency") else _currency(d, "currency")
         return cls(
-            out_refund_no=_text(d, "outRefundNo", required=True, limit=64) or "",
-            refund_trade_no=_text(d, "refundTradeNo", limit=64),
-            out_trade_no=_text(d, "outTradeNo", limit=64),
+            out_refund_no=text_field(d, "outRefundNo", required=True, limit=64) or "",
+            refund_trade_no=text_field(d, "refundTradeNo", limit=64),
+            out_trade_no=text_field(d, "outTradeNo", limit=64),
             # WIRE.md §12: the official example says totalAmount where the schema says refundAmount.
             amount=_money(d, ("refundAmount", "totalAmount"), currency),
             currency=currency,
             status=_enum(d, "status", RefundStatus),
-            result_msg=_text(d, "resultMsg"),
+            result_msg=text_field(d, "resultMsg"),
             finish_time=parse_time(d.get("refundFinishTime")),
         )
 
@@ -243,12 +243,12 @@ class PaymentToken:
         d = _obj(raw, "tokenList[]")
         card = d.get("cardInfo")
         return cls(
-            payment_token_id=_text(d, "paymentTokenID", required=True, limit=64) or "",
-            user_id=_text(d, "userId", required=True, limit=64) or "",
+            payment_token_id=text_field(d, "paymentTokenID", required=True, limit=64) or "",
+            user_id=text_field(d, "userId", required=True, limit=64) or "",
             status=_enum(d, "paymentTokenStatus", TokenStatus),
-            token_scope=_text(d, "tokenScope"),
-            payment_method_type=_text(d, "paymentMethodType"),
-            brand=_text(d, "brand") or _text(d, "cardOrg"),
+            token_scope=text_field(d, "tokenScope"),
+            payment_method_type=text_field(d, "paymentMethodType"),
+            brand=text_field(d, "brand") or text_field(d, "cardOrg"),
             masked_card=card if isinstance(card, str) and len(card) <= 32 else None,
             expiry=parse_time(d.get("paymentTokenExpiry")),
         )
@@ -272,62 +272,7 @@ class TokenRemoved:
     def read(cls, raw: object) -> TokenRemoved:
         d = _obj(raw, "data")
         return cls(
-            user_id=_text(d, "userId", limit=64),
-            payment_token_id=_text(d, "paymentTokenID", required=True, limit=64) or "",
+            user_id=text_field(d, "userId", limit=64),
+            payment_token_id=text_field(d, "paymentTokenID", required=True, limit=64) or "",
             status=_enum(d, "paymentTokenStatus", TokenStatus),
         )
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class NotificationHeader:
-    """The envelope of a notification: who sent it, about what, when."""
-
-    code: str
-    msg: str | None
-    app_id: str | None
-    merchant_no: str | None
-    notify_type: str
-    notify_time: datetime | None
-
-    @classmethod
-    def read(cls, d: dict[str, Any]) -> NotificationHeader:
-        return cls(
-            code=_text(d, "code", required=True, limit=64) or "",
-            msg=_text(d, "msg", limit=512),
-            app_id=_text(d, "appId", limit=64),
-            merchant_no=_text(d, "merchantNo", limit=32),
-            notify_type=_text(d, "notifyType", required=True, limit=32) or "",
-            notify_time=parse_time(d.get("notifyTime")),
-        )
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PaymentNotification:
-    header: NotificationHeader
-    order: OrderState
-
-    @classmethod
-    def read(cls, body: dict[str, Any]) -> PaymentNotification:
-        header = NotificationHeader.read(body)
-        if header.notify_type != "PAYMENT":
-            raise ReplyInvalid("notifyType is not PAYMENT")
-        order = OrderState.read(body.get("data"))
-        if order.status is PaymentStatus.PENDING:
-            raise ReplyInvalid("payment notifications carry only terminal states")
-        return cls(header=header, order=order)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RefundNotification:
-    header: NotificationHeader
-    refund: RefundState
-
-    @classmethod
-    def read(cls, body: dict[str, Any]) -> RefundNotification:
-        header = NotificationHeader.read(body)
-        if header.notify_type != "REFUND":
-            raise ReplyInvalid("notifyType is not REFUND")
-        refund = RefundState.read(body.get("data"))
-        if refund.status is RefundStatus.REFUND_PENDING:
-            raise ReplyInvalid("refund notifications carry only terminal states")
-        return cls(header=header, refund=refund)

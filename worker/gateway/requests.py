@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from .enums import Endpoint, Integrate
-from .errors import RequestInvalid
-from .money import AmountError, parse_amount
+from worker.gateway.enums import Endpoint, Integrate
+from worker.gateway.errors import RequestInvalid
+from worker.gateway.money import AmountError, parse_amount
 
 EXPIRE_MIN_SECONDS = 1800
 EXPIRE_MAX_SECONDS = 86400

@@ -15,18 +15,20 @@ from typing import Any
 
 import simplejson
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
-from statemachine import OperatorResolve, OrderState
-
-from ..bootstrap import Runtime
-from ..gateway import ChecusError, RecordNotFound
-from ..polls import poll_order, poll_refund
-from ..store import inbox
-from ..store.db import read, write
-from ..store.schema import anomalies, orders, refunds
-from ..store.schema import inbox as inbox_table
-from ..transition import ORDER_TERMINAL, REFUND_TERMINAL, change_order
-from .queries import get_anomaly
+from statemachine import NOT_FOUND_CODE, ORDER_TERMINAL, REFUND_TERMINAL, Decision, OperatorResolve, OrderState
+from worker.flows.notifications import save_token_from
+from worker.flows.polls import poll_order, poll_refund
+from worker.flows.transition import change_order
+from worker.gateway import ChecusError, RecordNotFound
+from worker.gateway.replies import OrderStatusReply
+from worker.ops.queries import get_anomaly
+from worker.runtime import Runtime
+from worker.store import inbox
+from worker.store.db import read, write
+from worker.store.schema import anomalies, orders, refunds
+from worker.store.schema import inbox as inbox_table
 
 
 class OperatorError(ValueError):
@@ -35,16 +37,21 @@ class OperatorError(ValueError):
 
 def fresh_query(rt: Runtime, entity: str, ref: str) -> dict[str, Any]:
     """What Checus says now about an order or refund (never raises: the answer is evidence)."""
+    return _fresh(rt, entity, ref)[0]
+
+
+def _fresh(rt: Runtime, entity: str, ref: str) -> tuple[dict[str, Any], OrderStatusReply | None]:
+    """The fresh answer as evidence, and the order's state as read (for the token it may carry)."""
     try:
         if entity == "order":
             order = rt.client.query_order(ref)
-            return {"status": order.status.value, "amount": str(order.amount), "currency": order.currency}
+            return {"status": order.status.value, "amount": str(order.amount), "currency": order.currency}, order
         refund = rt.client.query_refund(ref)
-        return {"status": refund.status.value, "amount": str(refund.amount), "currency": refund.currency}
+        return {"status": refund.status.value, "amount": str(refund.amount), "currency": refund.currency}, None
     except RecordNotFound:
-        return {"status": "ORDER_NOT_EXIST"}
+        return {"status": NOT_FOUND_CODE}, None
     except ChecusError as exc:
-        return {"status": "UNANSWERED", "reason": exc.reason}
+        return {"status": "UNANSWERED", "reason": exc.reason}, None
 
 
 def resolve_anomaly(rt: Runtime, anomaly_id: int, *, operator: str, reason: str) -> dict[str, Any]:
@@ -56,15 +63,24 @@ def resolve_anomaly(rt: Runtime, anomaly_id: int, *, operator: str, reason: str)
         raise OperatorError(f"no anomaly {anomaly_id}")
     if anomaly.resolved_at is not None:
         raise OperatorError(f"anomaly {anomaly_id} was resolved by {anomaly.resolved_by}")
-    answer = fresh_query(rt, "order" if anomaly.entity == "order" else "refund", anomaly.ref)
+    answer: dict[str, Any] = {}  # an anomaly about a kept notification (entity inbox) has nothing to ask
+    state = None
+    if anomaly.entity in ("order", "refund"):
+        answer, state = _fresh(rt, anomaly.entity, anomaly.ref)
     evidence = {"anomaly": anomaly_id, "operator": operator, "reason": reason, "fresh_query": answer}
     resolution = reason
     if anomaly.kind == "late_success" and anomaly.entity_id is not None:
         if answer.get("status") != "SUCCESS":
             raise OperatorError(f"Checus now says {answer.get('status')}: not a confirmed late success")
-        applied = change_order(rt, anomaly.entity_id, lambda _o: OperatorResolve(to_state=OrderState.SUCCESS,
-                                                                                 reason=reason),
-                               source="operator", evidence=evidence)
+        confirmed = OperatorResolve(to_state=OrderState.SUCCESS, reason=reason,
+                                    has_token=state is not None and state.payment_token_id is not None)
+
+        def save_token(conn: Connection, record: Any, decision: Decision[Any]) -> None:
+            if state is not None:  # the token a late success minted is saved like any other
+                save_token_from(conn, rt, record.id, state, decision)
+
+        applied = change_order(rt, anomaly.entity_id, lambda _o: confirmed, source="operator", evidence=evidence,
+                               also=save_token)
         resolution = f"{reason} (order set to SUCCESS)" if applied and applied.decision.changed else reason
     with write(rt.engine) as conn:
         conn.execute(anomalies.update().where(anomalies.c.id == anomaly_id, anomalies.c.resolved_at.is_(None))
@@ -80,7 +96,7 @@ def replay(rt: Runtime, inbox_id: int) -> str:
         if entry is None:
             raise OperatorError(f"no inbox entry {inbox_id}")
         conn.execute(sa.update(inbox_table).where(inbox_table.c.id == inbox_id)
-                     .values(processed_at=None, next_attempt_at=None))
+                     .values(processed_at=None, next_attempt_at=None, failures=0))
     return rt.enqueuer.apply_notification(inbox_id)
 
 
@@ -99,7 +115,7 @@ def reconcile(rt: Runtime, records: list[tuple[str, int]], *, per_second: float,
     interval = 1.0 / per_second
     for entity, record_id in records:
         started = time.monotonic()
-        outcome = poll_order(rt, record_id) if entity == "order" else poll_refund(rt, record_id)
+        outcome = poll_order(rt, record_id) if entity == "order" else poll_refund(rt, record_id)  # "busy": in work
         yield entity, record_id, outcome
         sleep(max(0.0, interval - (time.monotonic() - started)))
 

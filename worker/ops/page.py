@@ -19,11 +19,11 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from ..bootstrap import Runtime
-from ..service import PaymentService
-from ..status import snapshot
-from ..store.db import read
-from . import queries
+from worker.ops import queries
+from worker.ops.status import snapshot
+from worker.runtime import Runtime
+from worker.service import PaymentService
+from worker.store.db import read
 
 COOKIE = "checus_ops"
 _templates = Environment(loader=PackageLoader("worker.ops", "templates"), autoescape=select_autoescape(["html"]))

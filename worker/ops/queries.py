@@ -9,13 +9,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from ..store.schema import anomalies, orders, refunds
+from worker.ops.gauges import AGE_LIMITS_SECONDS
+from worker.store.schema import anomalies, orders, refunds
 
 
 def stuck_limits(seconds: dict[str, float] | None) -> dict[str, timedelta]:
     """The configured limits (CHECUS_STUCK_AFTER), or the defaults the metrics use too."""
-    from ..metrics import AGE_LIMITS_SECONDS
-
     return {state: timedelta(seconds=s) for state, s in (seconds or AGE_LIMITS_SECONDS).items()}
 
 

@@ -8,9 +8,17 @@ read, nothing is written and ``Stale`` is raised: the caller re-reads and decide
 decision it already made (its own earlier attempt, or a concurrent duplicate) then comes out
 as a no-op.
 
+A decision that changes no state is just as conditional: its column updates, anomalies and
+events, and whatever the caller writes with it (the inbox row marked processed, a saved token),
+are committed only if the row is still at the version the decision was made on
+(``UPDATE ... SET version = version ... WHERE id AND version = :seen``; on PostgreSQL that also
+holds the row until commit, so no writer can slip in between).
+
 Audit rows are written for every state change; decisions that change nothing write no audit
 row (they are visible in the inbox outcome and the logs), except anomalies, which have their
-own table. An anomaly already open for the same record and kind is not recorded twice.
+own table, written through ``store.anomalies.record`` (with its event; an anomaly already open for
+the same record and kind is not recorded twice). A
+record reaching a final state closes its open ``not_found_at_gateway`` alarm: Checus found it.
 """
 
 from __future__ import annotations
@@ -25,10 +33,10 @@ import simplejson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from statemachine import Decision, EmitEvent, RecordAnomaly
-
-from . import outbox
-from .schema import anomalies, orders, refunds, transitions
+from statemachine import ORDER_TERMINAL, REFUND_TERMINAL, AnomalyKind, Decision, EmitEvent, RecordAnomaly
+from worker.store import anomalies as anomalies_store
+from worker.store import outbox
+from worker.store.schema import anomalies, orders, refunds, transitions
 
 
 class Stale(Exception):
@@ -39,10 +47,10 @@ class Stale(Exception):
 class Target:
     """The record a decision is about: which table, which row, as of which version."""
 
-    entity: str  # "order" | "refund"
+    entity: str  # "order" | "refund" (or "inbox" for an anomaly about no record of ours: ``version`` None)
     id: int
     ref: str  # outTradeNo or outRefundNo: what events and anomalies are keyed by
-    version: int
+    version: int | None
     event_fields: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -77,9 +85,11 @@ def apply(conn: Connection, target: Target, decision: Decision[Any], *, source: 
     With ``deferred``, the audit row and the events are gathered there instead of written at once;
     the caller flushes them in the same transaction.
     """
-    version = target.version
+    version = target.version or 0
     if decision.to_state is not None:
         version = _compare_and_set(conn, target, decision.to_state, now, updates or {})
+        if decision.to_state in ORDER_TERMINAL | REFUND_TERMINAL:
+            _close_not_found_alarm(conn, target, decision.to_state, now)
         audit = {"entity": target.entity, "entity_id": target.id, "version": version,
                  "from_state": str(decision.from_state), "to_state": str(decision.to_state),
                  "trigger": decision.trigger, "source": source, "evidence": _json(evidence), "at": now}
@@ -87,12 +97,18 @@ def apply(conn: Connection, target: Target, decision: Decision[Any], *, source: 
             deferred.transitions.append(audit)
         else:
             conn.execute(transitions.insert().values(**audit))
-    elif updates:
-        conn.execute(target.table.update().where(target.table.c.id == target.id).values(**updates))
+    elif target.version is not None:
+        _still_at_version(conn, target, updates or {})
+    recorded = any(isinstance(e, RecordAnomaly) for e in decision.effects)
     for effect in decision.effects:
         if isinstance(effect, RecordAnomaly):
-            _anomaly(conn, target, effect, evidence, now)
+            anomalies_store.record(conn, entity=target.entity, entity_id=target.id, ref=target.ref,
+                                   kind=str(effect.kind), detail=effect.detail, evidence=evidence, now=now,
+                                   fields={"state": str(decision.to_state or decision.from_state),
+                                           "version": version, **target.event_fields})
         elif isinstance(effect, EmitEvent):
+            if recorded and effect.type == anomalies_store.EVENT:
+                continue  # the anomaly's own event, written with its row (``store.anomalies.record``)
             event = _event_row(target, effect.type, version, decision, now)
             if deferred is not None:
                 deferred.events.append(event)
@@ -104,11 +120,29 @@ def apply(conn: Connection, target: Target, decision: Decision[Any], *, source: 
 def _compare_and_set(conn: Connection, target: Target, to_state: StrEnum, now: datetime,
                      updates: dict[str, Any]) -> int:
     params = {"cas_id": target.id, "cas_version": target.version, "cas_state": str(to_state), "cas_now": now}
+    if target.version is None:
+        raise ValueError(f"a state change needs the version it was decided on ({target.entity} {target.id})")
     params.update({f"cas_{k}": v for k, v in updates.items()})
     result = conn.execute(_cas_statement(target.entity, tuple(sorted(updates))), params)
     if result.rowcount != 1:
         raise Stale(f"{target.entity} {target.id} moved past version {target.version}")
     return target.version + 1
+
+
+def _still_at_version(conn: Connection, target: Target, updates: dict[str, Any]) -> None:
+    """Write ``updates`` (or nothing) only if the row is still at the version read; else ``Stale``."""
+    table = target.table
+    statement = (table.update().where(table.c.id == target.id, table.c.version == target.version)
+                 .values(version=table.c.version, **updates))
+    if conn.execute(statement).rowcount != 1:
+        raise Stale(f"{target.entity} {target.id} moved past version {target.version}")
+
+
+def _close_not_found_alarm(conn: Connection, target: Target, state: StrEnum, now: datetime) -> None:
+    conn.execute(anomalies.update().where(
+        anomalies.c.entity == target.entity, anomalies.c.entity_id == target.id,
+        anomalies.c.kind == AnomalyKind.NOT_FOUND_AT_GATEWAY, anomalies.c.resolved_at.is_(None),
+    ).values(resolved_at=now, resolved_by="system", resolution=f"Checus reported the record {state}"))
 
 
 @functools.cache
@@ -123,19 +157,6 @@ def _cas_statement(entity: str, columns: tuple[str, ...]) -> sa.Update:
             .where(table.c.id == sa.bindparam("cas_id"), table.c.version == sa.bindparam("cas_version"))
             .values(state=sa.bindparam("cas_state"), version=table.c.version + 1,
                     updated_at=sa.bindparam("cas_now"), **{c: sa.bindparam(f"cas_{c}") for c in columns}))
-
-
-def _anomaly(conn: Connection, target: Target, effect: RecordAnomaly, evidence: dict[str, Any],
-             now: datetime) -> None:
-    open_already = conn.execute(sa.select(anomalies.c.id).where(
-        anomalies.c.entity == target.entity, anomalies.c.entity_id == target.id,
-        anomalies.c.kind == str(effect.kind), anomalies.c.resolved_at.is_(None),
-    )).first()
-    if open_already is None:
-        conn.execute(anomalies.insert().values(
-            entity=target.entity, entity_id=target.id, ref=target.ref, kind=str(effect.kind),
-            detail=effect.detail[:500], evidence=_json(evidence), created_at=now,
-        ))
 
 
 def _event_row(target: Target, type_: str, version: int, decision: Decision[Any], now: datetime) -> dict[str, Any]:

@@ -33,12 +33,18 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def create_engine(url: str, **kwargs: Any) -> Engine:
+def create_engine(url: str, *, prepared_statements: bool = True, **kwargs: Any) -> Engine:
+    """``prepared_statements=False``: psycopg never prepares server-side (PgBouncer in transaction
+    pooling before 1.21 hands each transaction another server connection, where a statement
+    prepared on the first does not exist). Nothing else holds session state across transactions:
+    no ``SET``, no advisory locks, no temporary tables, no ``LISTEN``."""
     url = normalize_url(url)
     if url.startswith("sqlite"):
         engine = sa.create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **kwargs)
         _sqlite_hooks(engine)
         return engine
+    if not prepared_statements:
+        kwargs["connect_args"] = {**kwargs.get("connect_args", {}), "prepare_threshold": None}
     return sa.create_engine(url, pool_pre_ping=True, **kwargs)
 
 

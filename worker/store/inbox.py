@@ -19,8 +19,8 @@ import simplejson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from .schema import inbox
-from .upsert import insert_if_absent, insert_ignoring
+from worker.store.schema import inbox
+from worker.store.upsert import insert_if_absent, insert_ignoring
 
 SHARDS = 8  # notifications of one order always share a shard; shards are applied in parallel
 
@@ -49,6 +49,7 @@ class InboxEntry:
     processed_at: datetime | None
     outcome: str | None
     attempts: int
+    failures: int
 
     @classmethod
     def from_row(cls, row: Any) -> InboxEntry:
@@ -122,6 +123,16 @@ def defer(conn: Connection, entry_id: int, *, outcome: str, retry_at: datetime) 
     """Keep an entry unprocessed and look at it again later (e.g. its order is not known yet)."""
     conn.execute(inbox.update().where(inbox.c.id == entry_id, inbox.c.processed_at.is_(None))
                  .values(outcome=outcome[:32], attempts=inbox.c.attempts + 1, next_attempt_at=retry_at))
+
+
+def count_failure(conn: Connection, entry_id: int, *, retry_at: datetime) -> int | None:
+    """A failed application: count it and look at the row again at ``retry_at``. Returns the row's
+    failures so far, or None when it was processed meanwhile (by a duplicate job)."""
+    conn.execute(inbox.update().where(inbox.c.id == entry_id, inbox.c.processed_at.is_(None))
+                 .values(outcome="error", failures=inbox.c.failures + 1, next_attempt_at=retry_at))
+    failures = conn.execute(sa.select(inbox.c.failures).where(
+        inbox.c.id == entry_id, inbox.c.processed_at.is_(None))).scalar_one_or_none()
+    return None if failures is None else int(failures)
 
 
 def due(conn: Connection, *, now: datetime, older_than: timedelta, limit: int) -> list[int]:

@@ -27,3 +27,17 @@ def current(engine: Engine) -> str | None:
 
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
+
+
+def schema_state(engine: Engine) -> str:
+    """``ready`` (at this code's head), ``missing`` (no schema), ``behind`` (an older revision: run
+    ``db upgrade``), or ``ahead`` (a revision this code does not know: a newer version migrated it)."""
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory.from_config(alembic_config())
+    found = current(engine)
+    if found is None:
+        return "missing"
+    if found == scripts.get_current_head():
+        return "ready"
+    return "behind" if found in {r.revision for r in scripts.walk_revisions()} else "ahead"

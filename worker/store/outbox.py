@@ -6,6 +6,7 @@ it, and each carries a stable ``event_id`` so the consumer can drop repeats.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -14,8 +15,8 @@ import simplejson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from .schema import outbox
-from .upsert import insert_if_absent, insert_ignoring
+from worker.store.schema import outbox
+from worker.store.upsert import insert_if_absent, insert_ignoring
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -33,9 +34,23 @@ class OutboxEvent:
                    created_at=row.created_at, attempts=row.attempts)
 
 
+MAX_EVENT_ID = 255  # the column's width (migration 0004)
+
+
+def stable_id(event_id: str) -> str:
+    """The id as stored: whole when it fits (every id the shell builds does), else a prefix and a digest
+    of the whole, so two distinct ids never collapse into one (a cut-off id once could)."""
+    if len(event_id) <= MAX_EVENT_ID:
+        return event_id
+    digest = hashlib.sha256(event_id.encode()).hexdigest()[:40]
+    return f"{event_id[:MAX_EVENT_ID - 41]}#{digest}"
+
+
 def row(*, event_id: str, type: str, payload: dict[str, Any], now: datetime) -> dict[str, Any]:
-    body = simplejson.dumps(payload, use_decimal=True, separators=(",", ":"), sort_keys=True)
-    return {"event_id": event_id[:96], "type": type, "payload": body, "created_at": now, "attempts": 0,
+    event_id = stable_id(event_id)
+    body = simplejson.dumps({**payload, "event_id": event_id} if "event_id" in payload else payload,
+                            use_decimal=True, separators=(",", ":"), sort_keys=True)
+    return {"event_id": event_id, "type": type, "payload": body, "created_at": now, "attempts": 0,
             "next_attempt_at": now}
 
 

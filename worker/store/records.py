@@ -7,7 +7,15 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from ..gateway.money import from_minor
+from statemachine import Answer, SendLedger
+from worker.gateway.money import from_minor
+
+
+def _ledger(m: dict[str, Any]) -> SendLedger:
+    """The send ledger columns of a row, as the core's value (removed from ``m``)."""
+    answer = m.pop("last_answer")
+    return SendLedger(sends=m.pop("sends"), clean=m.pop("clean_sends"),
+                      last_answer=Answer(answer) if answer else None)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -37,13 +45,16 @@ class OrderRecord:
     expire_at: datetime | None
     next_poll_at: datetime | None
     poll_count: int
+    accepted_at: datetime | None
+    ledger: SendLedger
 
     @classmethod
     def from_row(cls, row: Any) -> OrderRecord:
         m = dict(row._mapping)
         m.pop("out_trade_no_key", None)
         m["amount"] = from_minor(m.pop("amount_minor"), m["currency"])
-        return cls(**m)
+        ledger = _ledger(m)
+        return cls(**m, ledger=ledger)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -62,12 +73,15 @@ class RefundRecord:
     last_submit_at: datetime | None
     next_poll_at: datetime | None
     poll_count: int
+    accepted_at: datetime | None
+    ledger: SendLedger
 
     @classmethod
     def from_row(cls, row: Any) -> RefundRecord:
         m = dict(row._mapping)
         m["amount"] = from_minor(m.pop("amount_minor"), m["currency"])
-        return cls(**m)
+        ledger = _ledger(m)
+        return cls(**m, ledger=ledger)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -10,24 +10,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from statemachine import RefundState, check_refund_request
-
-from ..gateway.money import to_minor
-from .apply import Stale
-from .records import OrderRecord, RefundRecord, TokenRecord, TransitionRecord
-from .schema import orders, payment_tokens, refunds, transitions
-
-ORDER_TERMINAL = ("SUCCESS", "FAILED", "CLOSED")
-REFUND_TERMINAL = ("REFUND_SUCCESS", "REFUND_FAILED")
-
-
-class RefundRefused(ValueError):
-    """A refund request broke a rule before any gateway call (reason is machine-readable)."""
-
-    def __init__(self, reason: str, refundable: Decimal | None = None) -> None:
-        super().__init__(reason if refundable is None else f"{reason} (refundable: {refundable})")
-        self.reason = reason
-        self.refundable = refundable
+from statemachine import RefundCheck, RefundState, check_refund_request
+from worker.gateway.money import to_minor
+from worker.store.apply import Stale
+from worker.store.records import OrderRecord, RefundRecord, TokenRecord, TransitionRecord
+from worker.store.schema import orders, payment_tokens, refunds, transitions
+from worker.store.upsert import insert_if_absent
 
 
 def insert_order(conn: Connection, values: dict[str, Any]) -> int:
@@ -75,28 +63,35 @@ def refund_pairs(records: Iterable[RefundRecord]) -> list[tuple[RefundState, Dec
 
 
 def insert_refund(conn: Connection, order: OrderRecord, *, out_refund_no: str, amount: Decimal, currency: str,
-                  comments: str | None, now: datetime) -> int:
-    """Create a refund if the rules allow it, atomically against concurrent requests.
+                  comments: str | None, now: datetime) -> tuple[int | None, RefundCheck]:
+    """Create a refund if the money rules allow it, atomically against concurrent requests: (its id,
+    the check), or (None, the check that refused it).
 
     The order's ``refund_seq`` is compare-and-set in the same transaction: two requests that
     both read the same refunds cannot both insert (the second matches no row and is ``Stale``).
     """
-    existing = refunds_of(conn, order.id)
     check = check_refund_request(order_state=order.state, paid=order.amount, currency=order.currency,
-                                 refunds=refund_pairs(existing), amount=amount, refund_currency=currency)
+                                 refunds=refund_pairs(refunds_of(conn, order.id)), amount=amount,
+                                 refund_currency=currency)
     if not check.ok:
-        raise RefundRefused(check.reason or "refused", check.refundable)
+        return None, check
     return insert_refund_row(conn, order, out_refund_no=out_refund_no, amount=amount, currency=currency,
-                             comments=comments, now=now, next_poll_at=now)
+                             comments=comments, now=now, next_poll_at=now), check
+
+
+def bump_refund_seq(conn: Connection, order: OrderRecord) -> None:
+    """Compare-and-set the order's ``refund_seq`` as read (``Stale`` if it moved): every write that adds
+    a refund, or puts one in progress, takes it, so two of them built on the same read cannot both commit."""
+    bumped = conn.execute(orders.update().where(orders.c.id == order.id, orders.c.refund_seq == order.refund_seq)
+                          .values(refund_seq=orders.c.refund_seq + 1)).rowcount
+    if bumped != 1:
+        raise Stale(f"order {order.id} refunds changed")
 
 
 def insert_refund_row(conn: Connection, order: OrderRecord, *, out_refund_no: str, amount: Decimal, currency: str,
                       comments: str | None, now: datetime, next_poll_at: datetime | None) -> int:
     """Insert a CREATED refund after compare-and-setting the order's ``refund_seq`` (``Stale`` if it moved)."""
-    bumped = conn.execute(orders.update().where(orders.c.id == order.id, orders.c.refund_seq == order.refund_seq)
-                          .values(refund_seq=orders.c.refund_seq + 1)).rowcount
-    if bumped != 1:
-        raise Stale(f"order {order.id} refunds changed")
+    bump_refund_seq(conn, order)
     return int(conn.execute(refunds.insert().values(
         out_refund_no=out_refund_no, order_id=order.id, state="CREATED", version=1,
         amount_minor=to_minor(amount, currency), currency=currency, comments=comments, created_at=now,
@@ -128,13 +123,15 @@ def due_polls(conn: Connection, table: sa.Table, terminal: tuple[str, ...], *, n
 
 def save_token(conn: Connection, *, user_id: str, token_id: str, card_org: str | None, masked_card: str | None,
                source_order_id: int, now: datetime) -> int:
-    row = conn.execute(sa.select(payment_tokens.c.id).where(payment_tokens.c.token_id == token_id)).first()
-    if row is not None:
-        return int(row.id)
-    return int(conn.execute(payment_tokens.insert().values(
-        user_id=user_id, token_id=token_id, token_hint=token_id[-4:], status="Activated", card_org=card_org,
-        masked_card=masked_card, source_order_id=source_order_id, created_at=now, updated_at=now,
-    )).inserted_primary_key[0])  # type: ignore[index]
+    """Keep a token once, whoever saves it first: ``INSERT ... ON CONFLICT DO NOTHING`` on its unique id, then
+    read its row. Why not select-then-insert: two transactions could both miss it, and the second insert
+    failed the whole transaction (on PostgreSQL it waits for the first, then now finds its row)."""
+    insert_if_absent(conn, payment_tokens, {
+        "user_id": user_id, "token_id": token_id, "token_hint": token_id[-4:], "status": "Activated",
+        "card_org": card_org, "masked_card": masked_card, "source_order_id": source_order_id, "created_at": now,
+        "updated_at": now,
+    }, key="token_id")
+    return int(conn.execute(sa.select(payment_tokens.c.id).where(payment_tokens.c.token_id == token_id)).scalar_one())
 
 
 def tokens_of(conn: Connection, user_id: str) -> list[TokenRecord]:

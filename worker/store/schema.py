@@ -1,7 +1,7 @@
 """Tables. Money is integer minor units (exact on SQLite and PostgreSQL alike, and summable in SQL).
 
 Every order and refund row carries ``version``: a transition is one transaction that
-compare-and-sets it (see ``store.transitions``), so a stale writer changes nothing.
+compare-and-sets it (see ``store.apply``), so a stale writer changes nothing.
 """
 
 from __future__ import annotations
@@ -71,6 +71,12 @@ orders = sa.Table(
     sa.Column("expire_at", Time),
     sa.Column("next_poll_at", Time, index=True),
     sa.Column("poll_count", sa.Integer, nullable=False, default=0),
+    # The send ledger (statemachine.sending): sends claimed, sends known to have had no effect,
+    # the answer to the latest send, and when Checus last accepted one.
+    sa.Column("sends", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("clean_sends", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("last_answer", sa.String(16)),
+    sa.Column("accepted_at", Time),
 )
 
 refunds = sa.Table(
@@ -89,6 +95,12 @@ refunds = sa.Table(
     sa.Column("last_submit_at", Time),
     sa.Column("next_poll_at", Time, index=True),
     sa.Column("poll_count", sa.Integer, nullable=False, default=0),
+    # The send ledger (statemachine.sending): sends claimed, sends known to have had no effect,
+    # the answer to the latest send, and when Checus last accepted one.
+    sa.Column("sends", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("clean_sends", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("last_answer", sa.String(16)),
+    sa.Column("accepted_at", Time),
 )
 
 payment_tokens = sa.Table(
@@ -135,6 +147,8 @@ inbox = sa.Table(
     sa.Column("outcome", sa.String(32)),
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
     sa.Column("next_attempt_at", Time),
+    # Failed applications (an exception, not a deferral): parked with an anomaly past a few (applier).
+    sa.Column("failures", sa.Integer, nullable=False, server_default="0"),
     sa.Column("shard", sa.SmallInteger, nullable=False, server_default="0"),  # see store.inbox.shard_of
     sa.Index("ix_inbox_pending_shard", "shard", "id", postgresql_where=sa.text("processed_at IS NULL"),
              sqlite_where=sa.text("processed_at IS NULL")),
@@ -143,7 +157,7 @@ inbox = sa.Table(
 outbox = sa.Table(
     "outbox", metadata,
     sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("event_id", sa.String(96), nullable=False, unique=True),
+    sa.Column("event_id", sa.String(255), nullable=False, unique=True),  # kept whole: see outbox.stable_id
     sa.Column("type", sa.String(32), nullable=False),
     sa.Column("payload", sa.Text, nullable=False),
     sa.Column("created_at", Time, nullable=False),
@@ -166,4 +180,28 @@ anomalies = sa.Table(
     sa.Column("resolved_at", Time),
     sa.Column("resolved_by", sa.String(64)),
     sa.Column("resolution", sa.String(500)),
+)
+
+# The merchant HTTP API (worker.api): its keys (only a digest of each secret) and its idempotency claims.
+api_keys = sa.Table(
+    "api_keys", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False, unique=True),
+    sa.Column("prefix", sa.String(16), nullable=False),  # the secret's first characters, to tell keys apart
+    sa.Column("secret_sha256", sa.String(64), nullable=False, unique=True),
+    sa.Column("read_only", sa.Boolean, nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("revoked_at", Time),
+)
+
+api_idempotency = sa.Table(
+    "api_idempotency", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("idem_key", sa.String(255), nullable=False, unique=True),  # claimed before acting
+    sa.Column("fingerprint", sa.String(64), nullable=False),  # sha256 of method, path and canonical body
+    sa.Column("claimed_at", Time, nullable=False),
+    sa.Column("status", sa.Integer),  # NULL while the first request is in progress
+    sa.Column("response", sa.Text),
+    sa.Column("completed_at", Time),
+    sa.Column("created_at", Time, nullable=False, index=True),  # purged past the retention
 )

@@ -1,0 +1,224 @@
+"""Notification ingestion: verify, parse, keep durably, enqueue, then acknowledge.
+
+Theory of operation. Checus retries a notification until it gets the ack, so the one rule
+is: acknowledge only what is durably kept. The order below makes that true:
+
+1. verify ``sign`` over the raw bytes (401 when missing, wrong or repeated) — nothing is parsed first;
+2. parse strictly and read the typed notification (400 when malformed or not ours);
+3. fast path: a Redis key for an already-kept fact acknowledges a duplicate in one round trip;
+4. write the raw body and its signature to the SQL inbox (unique on the fact), through one
+   group-committing writer thread (``inbox_writer``): 503 if that fails, so Checus retries;
+5. make sure a job will apply it: under load the shard's job is already pending and one
+   Redis script both sees that and marks the fact seen; otherwise enqueue one (503 if Redis is
+   down: the row stays and is re-enqueued by the sweeper or by Checus's retry);
+6. acknowledge with ``{"code":"SUCCESS","msg":"Success"}``.
+
+A new notification costs two Redis round trips under load (the fast-path check and the
+script), a duplicate one.
+
+A notification for an order we do not know yet is kept and acknowledged like any other;
+the job defers it and matches it again later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import cached_property
+from typing import Literal
+
+import structlog
+from redis.asyncio import Redis as AsyncRedis
+from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
+
+from statemachine import ORDER_TERMINAL, REFUND_TERMINAL
+from worker.gateway.notifications import PaymentNotification, RefundNotification
+from worker.gateway.replies import ReplyInvalid
+from worker.gateway.signing import Verifier
+from worker.gateway.wire import ACK_BODY, WireFormatError, loads_object
+from worker.metrics import NOTIFICATIONS_RECEIVED, NOTIFICATIONS_REJECTED
+from worker.receiver.inbox_writer import WAIT_SECONDS, InboxWriter, Kept, WriterDied
+from worker.runtime.crashpoints import crash_point
+from worker.runtime.queueing import WAKE_TTL_SECONDS, Enqueuer, apply_wake_name, wake_key
+from worker.store import inbox, repo
+from worker.store.db import read
+
+log = structlog.get_logger("worker.receiver.ingest")
+Kind = Literal["payment", "refund"]
+SEEN_TTL_SECONDS = 7 * 24 * 3600
+FRESHNESS = timedelta(hours=48)  # ≥ Checus's retry horizon (~13.3 h) plus clock skew
+FUTURE_SKEW = timedelta(minutes=5)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    status: int
+    reason: str
+    inbox_id: int | None = None
+
+    @property
+    def body(self) -> bytes:
+        if self.status == 200:
+            return ACK_BODY
+        return b'{"code":"FAIL","msg":"' + self.reason.encode() + b'"}'
+
+
+# Once a new notification is kept: raise its shard's wake flag if no apply job is pending (1: the
+# caller enqueues one, then marks the fact seen), else mark the fact seen at once (0).
+_WAKE_OR_REMEMBER = """
+if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 1 end
+redis.call('SET', KEYS[2], '1', 'EX', ARGV[2])
+return 0
+"""
+
+
+def sign_value(lines: Sequence[str]) -> str | None:
+    """The request's ``sign``: None without the header; several ``sign`` lines combine as HTTP
+    combines a repeated field (RFC 9110 §5.3, joined by ``", "``), a value no signature has.
+    So a request carrying two signatures is refused whichever one is genuine, rather than
+    judged on the first while a proxy in front may have read the last."""
+    return ", ".join(lines) if lines else None
+
+
+def seen_key(key: str) -> str:
+    return f"checus:seen:{key}"
+
+
+class Ingestor:
+    """Turns one HTTP notification into a kept inbox row and a queued job, or a refusal.
+
+    Runs on the receiver's event loop: verifying and parsing are a few tens of µs of CPU, Redis
+    is awaited through ``aredis`` (redis.asyncio) and the SQL commit through the writer
+    thread's future, so a request waiting on I/O holds no thread. Only the rare calls into
+    blocking code (rq's enqueue, the stale-notification poll hint) go to the thread pool.
+    """
+
+    def __init__(self, *, verifier: Verifier, engine: Engine, aredis: AsyncRedis, enqueuer: Enqueuer,
+                 app_ids: frozenset[str], merchant_nos: frozenset[str], clock: Callable[[], datetime]) -> None:
+        self.verifier, self.engine, self.aredis, self.enqueuer = verifier, engine, aredis, enqueuer
+        self.app_ids, self.merchant_nos, self.clock = app_ids, merchant_nos, clock
+        self.writer = InboxWriter(engine, clock)
+
+    async def ingest(self, kind: Kind, body: bytes, sign: str | None) -> Verdict:
+        if not sign:
+            return self._refuse(kind, 401, "unsigned")
+        if not self.verifier.verify(body, sign):
+            return self._refuse(kind, 401, "bad_signature")
+        try:
+            parsed = loads_object(body)
+            ref, problem = self._check(kind, parsed)
+        except (WireFormatError, ReplyInvalid):
+            return self._refuse(kind, 400, "malformed")
+        if problem:
+            if problem == "stale":
+                await run_in_threadpool(self._hint_poll, kind, ref)
+            return self._refuse(kind, 400, problem)
+        return await self._keep(kind, ref, inbox.dedupe_key(kind, ref, parsed), body, sign)
+
+    def _check(self, kind: Kind, parsed: dict[str, object]) -> tuple[str, str | None]:
+        """(reference, problem): the order/refund number, or why the notification is refused."""
+        if kind == "payment":
+            payment = PaymentNotification.read(parsed)
+            header, ref = payment.header, payment.order.out_trade_no
+        else:
+            refund = RefundNotification.read(parsed)
+            header, ref = refund.header, refund.refund.out_refund_no
+        if header.app_id is not None and header.app_id not in self.app_ids:
+            return ref, "not_ours"
+        if header.merchant_no is not None and header.merchant_no not in self.merchant_nos:
+            return ref, "not_ours"
+        now = self.clock()
+        if header.notify_time is not None and not (now - FRESHNESS <= header.notify_time <= now + FUTURE_SKEW):
+            return ref, "stale"
+        return ref, None
+
+    async def _keep(self, kind: Kind, ref: str, key: str, body: bytes, sign: str) -> Verdict:
+        try:
+            if await self.aredis.exists(seen_key(key)):
+                return self._ack(kind, ref, "duplicate", None)
+        except RedisError:
+            pass  # the fast path is optional; the SQL unique key is the real dedupe
+        try:
+            kept = await self._committed(self.writer.submit(kind=kind, ref=ref, key=key, body=body, sign=sign))
+        except (SQLAlchemyError, TimeoutError, WriterDied) as exc:
+            log.error("notification.persist_failed", kind=kind, ref=ref, error=type(exc).__name__)
+            NOTIFICATIONS_REJECTED.labels(kind, "store_unavailable").inc()
+            return Verdict(503, "store_unavailable")
+        entry_id, processed = kept.entry_id, kept.already_processed
+        if processed:
+            await self._remember(key)
+        else:
+            try:
+                await self._wake_or_remember(inbox.shard_of(ref), key)
+            except RedisError as exc:
+                log.error("notification.enqueue_failed", kind=kind, ref=ref, inbox_id=entry_id,
+                          error=type(exc).__name__)
+                NOTIFICATIONS_REJECTED.labels(kind, "queue_unavailable").inc()
+                return Verdict(503, "queue_unavailable", entry_id)
+        crash_point("before_ack")
+        return self._ack(kind, ref, "duplicate" if processed else "accepted", entry_id)
+
+    @staticmethod
+    async def _committed(future: Future[Kept]) -> Kept:
+        """Await the writer's commit, at most ``WAIT_SECONDS``; the commit itself is never cancelled."""
+        waiter = asyncio.wrap_future(future)
+        try:
+            return await asyncio.wait_for(asyncio.shield(waiter), WAIT_SECONDS)
+        except TimeoutError:
+            waiter.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved: no warning later
+            raise
+
+    async def _wake_or_remember(self, shard: int, key: str) -> None:
+        """Make sure a job will apply the shard, then mark the fact seen: one round trip under load.
+
+        The fact is marked seen only once a job is certain (its shard's wake flag was already up,
+        or the job was just enqueued), so a retry that the fast path acknowledges always has a
+        job that will find its row.
+        """
+        script = self._wake_or_remember_script
+        woke = await script(keys=[wake_key(apply_wake_name(shard)), seen_key(key)],
+                            args=[WAKE_TTL_SECONDS, SEEN_TTL_SECONDS])
+        if woke:
+            await run_in_threadpool(self.enqueuer.start_apply_pending, shard)
+            await self._remember(key)
+
+    @cached_property
+    def _wake_or_remember_script(self) -> AsyncScript:
+        return self.aredis.register_script(_WAKE_OR_REMEMBER)
+
+    async def _remember(self, key: str) -> None:
+        with contextlib.suppress(RedisError):
+            await self.aredis.set(seen_key(key), 1, ex=SEEN_TTL_SECONDS)
+
+    def _ack(self, kind: Kind, ref: str, reason: str, entry_id: int | None) -> Verdict:
+        NOTIFICATIONS_RECEIVED.labels(kind, reason).inc()
+        log.info("notification.acked", kind=kind, ref=ref, outcome=reason, inbox_id=entry_id)
+        return Verdict(200, reason, entry_id)
+
+    def _hint_poll(self, kind: Kind, ref: str) -> None:
+        """A signed but stale notification is not applied, but it hints the record may have moved:
+        poll it (one poll job per record at most, so a replay storm cannot multiply gateway calls)."""
+        try:
+            with read(self.engine) as conn:
+                record = repo.find_order(conn, ref) if kind == "payment" else repo.find_refund(conn, ref)
+            if record is None or record.state in (ORDER_TERMINAL | REFUND_TERMINAL):
+                return
+            if kind == "payment":
+                self.enqueuer.poll_order(record.id)
+            else:
+                self.enqueuer.poll_refund(record.id)
+        except (SQLAlchemyError, RedisError) as exc:
+            log.warning("notification.hint_poll_failed", kind=kind, ref=ref, error=type(exc).__name__)
+
+    def _refuse(self, kind: Kind, status: int, reason: str) -> Verdict:
+        NOTIFICATIONS_REJECTED.labels(kind, reason).inc()
+        log.warning("notification.rejected", kind=kind, status=status, reason=reason)
+        return Verdict(status, reason)

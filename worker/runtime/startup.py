@@ -1,0 +1,66 @@
+"""Waiting for what a role needs at start, with one clear line instead of a crash loop.
+
+A process started before its dependencies (honcho starts everything at once; a deploy may start
+workers before ``db upgrade`` has run) says what it waits for and where, every few seconds, and
+goes on as soon as it is there: Redis answering, and the store at the schema this code expects.
+Never a traceback, never silence. Where a URL is logged, its password is not.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import structlog
+from redis import Redis
+from redis.exceptions import RedisError
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from worker.store.migrate import schema_state
+
+log = structlog.get_logger("worker.startup")
+EVERY = 5.0
+
+
+def wait_for_redis(redis: Redis, *, sleep: Callable[[float], None] = time.sleep) -> None:
+    """Return once Redis answers PING; log where it is connecting while it does not."""
+    kwargs = redis.connection_pool.connection_kwargs
+    where = f"{kwargs.get('host', kwargs.get('path', '?'))}:{kwargs.get('port', '')}/{kwargs.get('db', 0)}"
+    waited = False
+    while True:
+        try:
+            redis.ping()
+        except RedisError as exc:
+            log.warning("startup.waiting_for_redis", redis=where, error=type(exc).__name__)
+            waited = True
+            sleep(EVERY)
+            continue
+        if waited:
+            log.info("startup.redis_ready", redis=where)
+        return
+
+
+def wait_for_schema(engine: Engine, *, sleep: Callable[[float], None] = time.sleep) -> None:
+    """Return once the store has this code's schema; until then, say to run ``db upgrade``.
+
+    A store *ahead* of this code (a newer version migrated it during a rolling deploy) is used as
+    it is, with a warning: migrations are additive, and stopping old workers mid-deploy would help
+    nobody.
+    """
+    where = make_url(str(engine.url)).render_as_string(hide_password=True)
+    waited = False
+    while True:
+        try:
+            state = schema_state(engine)
+        except SQLAlchemyError as exc:
+            state = f"unreachable ({type(exc).__name__})"
+        if state in ("ready", "ahead"):
+            if state == "ahead":
+                log.warning("startup.schema_ahead", store=where)
+            elif waited:
+                log.info("startup.schema_ready", store=where)
+            return
+        log.warning("startup.waiting_for_schema", store=where, schema=state, action="run `checus-worker db upgrade`")
+        waited = True
+        sleep(EVERY)
