@@ -1,0 +1,61 @@
+"""The Redis clients of a process: a plain URL, or the primary found through Sentinel.
+
+Every Redis user (rq queues and workers, locks, the scheduler lease, the seen-keys, the receiver's
+async client) gets its client here, so with ``REDIS_SENTINELS`` set all of them follow a failover
+without a restart: redis-py's Sentinel-managed connections ask the sentinels for the current primary
+on every new connection, and a connection to a demoted primary fails (READONLY / refused) and is
+replaced. ``REDIS_URL`` keeps giving the database number, the data nodes' password and TLS.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
+from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+from redis.sentinel import Sentinel
+
+from worker.config import Settings
+
+SOCKET_TIMEOUT = 5.0  # a sentinel or primary that hangs is given up on, and the next one asked
+
+
+def _data_node_options(settings: Settings) -> dict[str, Any]:
+    url = urlsplit(settings.redis_url)
+    options: dict[str, Any] = {"db": int((url.path or "/0").lstrip("/") or 0), "socket_timeout": SOCKET_TIMEOUT,
+                               "socket_connect_timeout": SOCKET_TIMEOUT}
+    if url.password:
+        options["password"] = unquote(url.password)
+    if url.username:
+        options["username"] = unquote(url.username)
+    if url.scheme == "rediss":
+        options["ssl"] = True
+    return options
+
+
+def _sentinel_options(settings: Settings) -> dict[str, Any]:
+    options: dict[str, Any] = {"socket_timeout": SOCKET_TIMEOUT, "socket_connect_timeout": SOCKET_TIMEOUT}
+    if settings.redis_sentinel_password:
+        options["password"] = settings.redis_sentinel_password
+    return options
+
+
+def sync_redis(settings: Settings) -> Redis:
+    if not settings.redis_sentinels:
+        return Redis.from_url(settings.redis_url)
+    sentinel = Sentinel(list(settings.redis_sentinels),
+                        sentinel_kwargs=_sentinel_options(settings))
+    master: Redis = sentinel.master_for(settings.redis_sentinel_master or "",
+                                        **_data_node_options(settings))
+    return master
+
+
+def async_redis(settings: Settings) -> AsyncRedis:
+    if not settings.redis_sentinels:
+        return AsyncRedis.from_url(settings.redis_url)
+    sentinel = AsyncSentinel(list(settings.redis_sentinels),
+                             sentinel_kwargs=_sentinel_options(settings))
+    master: AsyncRedis = sentinel.master_for(settings.redis_sentinel_master or "", **_data_node_options(settings))
+    return master
