@@ -5,11 +5,11 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: install demo test lint sim clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	bash .ci/system-deps
 	python3 -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -25,9 +25,10 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 sim: $(STAMP)
 	$(BIN)/checus-worker sim
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .checus-sim
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .checus-sim
