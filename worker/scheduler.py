@@ -1,8 +1,11 @@
 """``checus-worker scheduler``: due polls from SQL, and the sweeper that brings lost work back.
 
 The poll schedule lives in SQL (``next_poll_at``), so it survives a Redis loss. Any number
-of schedulers may run; one leader at a time (a Redis lease, renewed every tick) does the
-work. Each tick:
+of schedulers may run; one leader at a time does the work. Who should lead is a Redis lease,
+renewed every tick; who may act is decided in SQL (``worker.store.leadership``): a new leader
+begins a term there, and every tick reads and claims its work in a transaction that holds the
+leader row with its own term, so a leader that was partitioned or paused past its lease finds
+itself fenced and does nothing, instead of acting beside its successor. Each tick:
 
 - enqueues a poll for every non-terminal order and refund whose ``next_poll_at`` is due
   (an index range scan: the cost follows the number due, not the number pending), and
@@ -15,10 +18,12 @@ work. Each tick:
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import structlog
 from redis.exceptions import LockError, RedisError
@@ -26,8 +31,8 @@ from rq.registry import StartedJobRegistry
 
 from worker.runtime import Runtime
 from worker.runtime.locks import SCHEDULER_LEASE_KEY
-from worker.store import inbox, outbox, repo
-from worker.store.db import write
+from worker.store import inbox, leadership, outbox, repo
+from worker.store.db import read, write
 from worker.store.schema import orders, refunds
 
 log = structlog.get_logger("worker.scheduler")
@@ -41,6 +46,16 @@ class TickReport:
     refunds: int = 0
     inbox: int = 0
     events: int = 0
+    fenced: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Work:
+    orders: list[int]
+    refunds: list[int]
+    inbox: list[int]
+    events: int
+    claim: datetime
 
 
 class Scheduler:
@@ -51,53 +66,103 @@ class Scheduler:
         self.lease = rt.redis.lock(LEASE_KEY, timeout=lease_seconds, blocking=False)
         self.sweep_every = sweep_every
         self._last_sweep = 0.0
+        self.holder = f"{socket.gethostname()}:{os.getpid()}"
+        self.term: int | None = None  # the SQL term this process leads in, once it began one
 
     def is_leader(self) -> bool:
+        """Hold the Redis lease (renew it, or take it if free). A lease taken anew begins a new term."""
         try:
             if self.lease.owned():
                 self.lease.reacquire()
                 return True
+            self.term = None
             return bool(self.lease.acquire(blocking=False))
         except (LockError, RedisError):
+            self.term = None
             return False
 
     def tick(self) -> TickReport:
         if not self.is_leader():
             return TickReport(leader=False)
-        now = self.rt.clock()
-        claim = now + timedelta(seconds=self.rt.timers.poll_claim)
+        if self.term is None:
+            with write(self.rt.engine) as conn:
+                self.term = leadership.begin_term(conn, holder=self.holder, clock=self.rt.clock)
+            log.info("scheduler.term_started", term=self.term, holder=self.holder)
+        return self.act(self.term)
+
+    def act(self, term: int) -> TickReport:
+        """One tick's work in term ``term``: read and claim in one fenced transaction, then enqueue."""
+        sweep = time.monotonic() - self._last_sweep >= self.sweep_every
+        work = self._claim(term, sweep=sweep)
+        if work is None:
+            self._step_down(term)
+            return TickReport(leader=False, fenced=True)
+        self._enqueue(work)
+        if sweep:
+            StartedJobRegistry(queue=self.rt.enqueuer.queue).cleanup()
+            if work.inbox:
+                log.info("scheduler.swept", inbox=len(work.inbox))
+        return TickReport(leader=True, orders=len(work.orders), refunds=len(work.refunds),
+                          inbox=len(work.inbox), events=work.events)
+
+    def _claim(self, term: int, *, sweep: bool) -> _Work | None:
         with write(self.rt.engine) as conn:
+            if not leadership.hold(conn, term=term, clock=self.rt.clock):
+                return None
+            now = self.rt.clock()
+            claim = now + timedelta(seconds=self.rt.timers.poll_claim)
             # Terminal records too: one with a poll due owes a confirming query (see transition.poll_updates).
             due_orders = repo.due_polls(conn, orders, (), now=now, limit=self.batch)
             due_refunds = repo.due_polls(conn, refunds, (), now=now, limit=self.batch)
-        for order_id in due_orders:
-            self.rt.enqueuer.poll_order(order_id)
-        for refund_id in due_refunds:
-            self.rt.enqueuer.poll_refund(refund_id)
-        with write(self.rt.engine) as conn:
             for table, ids in ((orders, due_orders), (refunds, due_refunds)):
                 if ids:
-                    # Only rows still due: a poll that already ran keeps the next poll it decided.
+                    # Claimed before enqueueing, so a poll that runs at once keeps the next poll it decides.
                     conn.execute(table.update().where(table.c.id.in_(ids), table.c.next_poll_at <= now)
                                  .values(next_poll_at=claim))
-        swept, events = self.sweep() if time.monotonic() - self._last_sweep >= self.sweep_every else (0, 0)
-        return TickReport(leader=True, orders=len(due_orders), refunds=len(due_refunds), inbox=swept, events=events)
+            lost: list[int] = []
+            undelivered = 0
+            if sweep:
+                self._last_sweep = time.monotonic()
+                lost = inbox.due(conn, now=now, older_than=timedelta(seconds=self.rt.timers.inbox_sweep_after),
+                                 limit=self.batch)
+                undelivered = len(outbox.due(conn, now=now, limit=1)) if self.rt.event_sinks else 0
+        return _Work(due_orders, due_refunds, lost, undelivered, claim)
 
-    def sweep(self) -> tuple[int, int]:
-        self._last_sweep = time.monotonic()
-        now = self.rt.clock()
-        with write(self.rt.engine) as conn:
-            lost = inbox.due(conn, now=now, older_than=timedelta(seconds=self.rt.timers.inbox_sweep_after),
-                             limit=self.batch)
-            undelivered = len(outbox.due(conn, now=now, limit=1)) if self.rt.event_sinks else 0
-        for entry_id in lost:
-            self.rt.enqueuer.apply_notification(entry_id)  # one job per row: a poison row cannot block a shard
-        if undelivered:
-            self.rt.enqueuer.deliver_events()
-        StartedJobRegistry(queue=self.rt.enqueuer.queue).cleanup()
-        if lost:
-            log.info("scheduler.swept", inbox=len(lost))
-        return len(lost), undelivered
+    def _enqueue(self, work: _Work) -> None:
+        """Enqueue what was claimed. If Redis fails part-way, the polls not enqueued are made due again
+        at once (not after the claim period); a crash here costs them one claim period, like a lost job."""
+        pending = {orders: list(work.orders), refunds: list(work.refunds)}
+        try:
+            for table, enqueue in ((orders, self.rt.enqueuer.poll_order), (refunds, self.rt.enqueuer.poll_refund)):
+                while pending[table]:
+                    enqueue(pending[table][0])
+                    pending[table].pop(0)
+            for entry_id in work.inbox:
+                self.rt.enqueuer.apply_notification(entry_id)  # one job per row: a poison row cannot block a shard
+            if work.events:
+                self.rt.enqueuer.deliver_events()
+        except RedisError:
+            with write(self.rt.engine) as conn:
+                for table, ids in pending.items():
+                    if ids:
+                        conn.execute(table.update().where(table.c.id.in_(ids), table.c.next_poll_at == work.claim)
+                                     .values(next_poll_at=self.rt.clock()))
+            raise
+
+    def _step_down(self, term: int) -> None:
+        """A newer term began in SQL while this process believed it led: stop, and let the lease go."""
+        current, holder = self._current()
+        log.warning("scheduler.fenced", term=term, current_term=current, current_holder=holder)
+        self.term = None
+        try:
+            if self.lease.owned():
+                self.lease.release()
+        except (LockError, RedisError):
+            pass
+
+    def _current(self) -> tuple[int, str | None]:
+        with read(self.rt.engine) as conn:
+            return leadership.current(conn)
 
     def run(self, stop: threading.Event, *, interval: float = 1.0) -> None:
         log.info("scheduler.started", interval=interval)

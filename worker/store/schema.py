@@ -205,3 +205,23 @@ api_idempotency = sa.Table(
     sa.Column("completed_at", Time),
     sa.Column("created_at", Time, nullable=False, index=True),  # purged past the retention
 )
+
+# The scheduler's fence (worker.store.leadership). The Redis lease only says who should lead; the one
+# row of scheduler_leader says whose term is current, and every scheduler action is taken inside a
+# transaction that holds that row with its own term, so an old leader's action cannot commit after a
+# new term began. scheduler_terms keeps one row per term: who led, when, how many ticks.
+scheduler_leader = sa.Table(
+    "scheduler_leader", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),  # always 1
+    sa.Column("term", sa.Integer, nullable=False),
+    sa.Column("holder", sa.String(200)),
+)
+
+scheduler_terms = sa.Table(
+    "scheduler_terms", metadata,
+    sa.Column("term", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("holder", sa.String(200), nullable=False),  # host:pid
+    sa.Column("started_at", Time, nullable=False),
+    sa.Column("last_tick_at", Time),
+    sa.Column("ticks", sa.Integer, nullable=False),
+)
