@@ -53,6 +53,7 @@ APP_ID = "RELIABILITY_APP"
 MERCHANT_NO = "RELIABILITY_MERCHANT"
 REPO = Path(__file__).resolve().parents[2]
 PASS_THROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV")
+PYTHON = [sys.executable, "-m", "worker"]
 
 
 @dataclass(kw_only=True)
@@ -71,6 +72,7 @@ class ClusterSpec:
     receiver_processes: int = 1
     redis_env: dict[str, str] = field(default_factory=dict)  # e.g. REDIS_SENTINELS for every role
     extra_env: dict[str, str] = field(default_factory=dict)  # any other setting for every role
+    service_host: str = "127.0.0.1"  # where the simulator and the event sink listen (a bridge for namespaces)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,9 +92,10 @@ class Cluster:
         self.merchant: PortalKeyPair = generate_portal_key_pair()
         self.platform: PortalKeyPair = generate_portal_key_pair()
         self.webhook_secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
-        self.sink = WebhookSink(self.webhook_secret, failure_rate=spec.sink_failure_rate, seed=spec.sim_seed)
+        self.sink = WebhookSink(self.webhook_secret, failure_rate=spec.sink_failure_rate, seed=spec.sim_seed,
+                                host=spec.service_host)
         self.sim_port, self.web_port = free_port(), free_port()
-        self.sim = SimControl(f"http://127.0.0.1:{self.sim_port}")
+        self.sim = SimControl(f"http://{spec.service_host}:{self.sim_port}")
         self.receiver_url = f"http://127.0.0.1:{self.web_port}"
         self.redis = (sync_redis(Settings.from_env({"REDIS_URL": redis.url, **spec.redis_env}))
                       if spec.redis_env else Redis.from_url(redis.url, socket_timeout=2, socket_connect_timeout=1))
@@ -160,14 +163,24 @@ class Cluster:
     # -- life cycle ---------------------------------------------------------------------------
 
     def start(self) -> Cluster:
+        self.start_shared()
+        self.start_roles()
+        self.start_client()
+        return self
+
+    def start_shared(self) -> None:
+        """What every host shares: the event sink, the schema, the simulator."""
         self.sink.start()
         engine = create_engine(self.database_url)
         upgrade(engine)
         engine.dispose()
-        python = [sys.executable, "-m", "worker"]
-        self.sup.start("sim", [*python, "sim", "--host", "127.0.0.1", "--port", str(self.sim_port),
+        self.sup.start("sim", [*PYTHON, "sim", "--host", self.spec.service_host, "--port", str(self.sim_port),
                                "--time-scale", str(self.spec.time_scale)], self.sim_env())
         self._wait("simulator", self.sim.healthy)
+
+    def start_roles(self) -> None:
+        """The receiver, the workers and the schedulers of one host (this one)."""
+        python = PYTHON
         self.sup.start("web", [*python, "web", "--port", str(self.web_port)], self.receiver_env())
         self._wait("receiver", self.receiver_healthy)
         for i in range(self.spec.fork_workers):
@@ -176,10 +189,12 @@ class Cluster:
             self.start_worker(f"simple-{i}", fork=False)
         for i in range(self.spec.schedulers):
             self.sup.start(f"scheduler-{i}", [*python, "scheduler", "--interval", "0.2"], self.worker_env())
+
+    def start_client(self) -> None:
+        """The test's own runtime: the merchant's calls (``service``) and reading the store."""
         settings = Settings.from_env(self.worker_env())
         self.rt: Runtime = build_runtime(settings, timers=Timers().scaled(self.spec.time_scale))
         self.service = PaymentService(self.rt)
-        return self
 
     def start_worker(self, name: str, *, fork: bool) -> None:
         argv = [sys.executable, "-m", "worker", "work", *(["--fork"] if fork else [])]

@@ -29,7 +29,9 @@ def _bin(name: str) -> str:
 
 
 class PrivatePostgres:
-    def __init__(self) -> None:
+    def __init__(self, *, host: str = "127.0.0.1", settings: dict[str, str] | None = None) -> None:
+        self.host = host  # the address it listens on
+        self.settings = settings or {}  # postgresql.conf settings, e.g. idle_in_transaction_session_timeout
         self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="checus-pg-"))
         self.data = self.root / "data"
@@ -37,7 +39,7 @@ class PrivatePostgres:
 
     @property
     def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        return f"postgresql://postgres@{self.host}:{self.port}/postgres"
 
     def _run(self, *argv: str) -> None:
         prefix = ["runuser", "-u", "postgres", "--"] if self.as_postgres else []
@@ -48,8 +50,13 @@ class PrivatePostgres:
             if self.as_postgres:
                 shutil.chown(self.root, "postgres", "postgres")
             self._run(_bin("initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+            if self.host != "127.0.0.1":  # clients on the test's bridge (its network namespaces)
+                with (self.data / "pg_hba.conf").open("a") as hba:
+                    hba.write(f"host all all {self.host}/24 trust\n")
+        options = " ".join(f"-c {name}={value}" for name, value in self.settings.items())
         self._run(_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.root / "server.log"), "-w", "-t", "60",
-                  "-o", f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=on", "start")
+                  "-o", f"-p {self.port} -k {self.root} -c listen_addresses={self.host} -c fsync=on {options}",
+                  "start")
         engine = sa.create_engine(self.url.replace("postgresql://", "postgresql+psycopg://"))
         deadline = time.monotonic() + 30
         while True:

@@ -80,7 +80,7 @@ class FileSink:
 class WebhookSink:
     """A threaded HTTP server on loopback that verifies and records merchant event webhooks."""
 
-    def __init__(self, secret: str, *, failure_rate: float = 0.0, seed: int = 0) -> None:
+    def __init__(self, secret: str, *, failure_rate: float = 0.0, seed: int = 0, host: str = "127.0.0.1") -> None:
         self.secret = secret
         self.verifier = Webhook(secret)
         self.failure_rate = failure_rate
@@ -103,7 +103,7 @@ class WebhookSink:
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer((host, 0), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, name="event-sink", daemon=True)
 

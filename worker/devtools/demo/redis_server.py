@@ -18,28 +18,31 @@ def free_port() -> int:
 
 
 class RedisServer:
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+    def __init__(self, data_dir: Path, port: int | None = None, *, host: str = "127.0.0.1") -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed (apt-get install redis-server, or run .ci/system-deps)")
         self.binary = binary
         self.dir = data_dir
         self.port = port or free_port()
+        self.host = host  # the address it listens on (loopback, or a bridge the tests' namespaces reach)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://{self.host}:{self.port}/0"
 
     def start(self) -> RedisServer:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
+            [self.binary, "--port", str(self.port), "--bind", self.host, "--save", "", "--appendonly", "yes",
              "--appendfsync", "everysec", "--dir", str(self.dir), "--maxmemory-policy", "noeviction",
-             "--enable-debug-command", "local", "--logfile", str(self.dir / "redis.log")],
+             "--enable-debug-command", "local", "--logfile", str(self.dir / "redis.log"),
+             # off the loopback (a test's bridge) protected mode would refuse every other address
+             "--protected-mode", "yes" if self.host == "127.0.0.1" else "no"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        client = redis.Redis(host=self.host, port=self.port, socket_connect_timeout=0.2)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
