@@ -50,6 +50,7 @@ class RedisServer:
                     return self
             except redis.RedisError:
                 time.sleep(0.05)
+        self.kill9()  # never leave a server behind that its caller has no handle on
         raise RuntimeError(f"redis-server did not start on port {self.port}")
 
     def kill9(self) -> None:
