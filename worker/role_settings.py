@@ -52,6 +52,9 @@ PURPOSES: dict[str, str] = {
     "CHECUS_RECEIVER_BODY_TIMEOUT": "seconds a client has to send a request's body",
     "CHECUS_RECEIVER_MAX_HEADER_BYTES": "the largest request line and headers the receiver reads",
     "CHECUS_API_PORT": "the port the merchant API listens on",
+    "REDIS_URL": "Redis for rq, locks, the scheduler lease and seen-keys: its address, or with Sentinel "
+                 "the database number, the data nodes' password and rediss:// for TLS",
+    "REDIS_SENTINEL_PASSWORD": "the password of the Redis Sentinels themselves",
     "REDIS_SENTINELS": "host:port of each Redis Sentinel, to reach the current Redis primary",
     "REDIS_SENTINEL_MASTER": "the name the sentinels monitor the Redis primary under",
     "DATABASE_PREPARED_STATEMENTS": "on or off: server-side prepared statements, off behind PgBouncer before 1.21",
