@@ -31,15 +31,25 @@ def install_runtime(rt: Runtime | None) -> None:
     _process_runtime = rt
 
 
-def process_runtime() -> Runtime:
-    """The runtime of this process, built from the environment on first use."""
+def role_runtime(role: str) -> Runtime:
+    """The runtime of a process role, once its settings are checked: every setting the role lacks or
+    cannot read is reported at once (``SettingsErrors``), before the role waits for anything."""
+    import os
+
+    from worker.role_settings import role_settings
+
+    return process_runtime(role_settings(os.environ, role))
+
+
+def process_runtime(settings: Settings | None = None) -> Runtime:
+    """The runtime of this process, built on first use from ``settings`` or the environment."""
     global _process_runtime  # noqa: PLW0603
     if _process_runtime is None:
         import os
 
         from worker.flows.events import configured_sinks
 
-        settings = Settings.from_env(os.environ)
+        settings = settings or Settings.from_env(os.environ)
         base = Timers(poll_ladder=settings.poll_ladder) if settings.poll_ladder else Timers()
         rt = build_runtime(settings, timers=base.scaled(settings.time_scale))
         rt.event_sinks = configured_sinks(settings)

@@ -28,6 +28,7 @@ from worker.commands.roles import db, scheduler, web, work
 from worker.commands.sim import sim
 from worker.commands.status import status
 from worker.config import SettingsError
+from worker.role_settings import purpose
 from worker.service_errors import Busy, Conflict, NotFound, OutcomeUnknown, Refused, ServiceError
 
 #: exit code per merchant API error (BSD sysexits where one fits: 75 EX_TEMPFAIL, 78 EX_CONFIG)
@@ -70,7 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         click.echo("Aborted.", err=True)
         return 1
     except (ServiceError, SettingsError) as exc:
-        click.echo(_one_line(exc), err=True)
+        # one line per setting at fault, every one of them; one line for a refusal
+        for one in exc.each() if isinstance(exc, SettingsError) else (exc,):
+            click.echo(_one_line(one), err=True)
         return next(code for kind, code in EXIT_CODES if isinstance(exc, kind))
     except INFRASTRUCTURE as exc:
         line, code = infrastructure_line(exc)
@@ -87,7 +90,8 @@ def _one_line(exc: ServiceError | SettingsError) -> str:
         return f"error: outcome_unknown: {message}; record {exc.ref} is being resolved by query, " \
                f"read it later and never retry it under a new number{tail}"
     if isinstance(exc, SettingsError):
-        return f"error: not_configured: {message}"
+        what = purpose(exc.variable)
+        return f"error: not_configured: {message}" + (f" — {what}" if what else "")
     return f"error: {exc.reason}" + ("" if message == exc.reason else f": {message}")
 
 

@@ -8,7 +8,7 @@ receiver never holds the merchant private key.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +22,32 @@ class SettingsError(ValueError):
     def __init__(self, variable: str, problem: str) -> None:
         super().__init__(f"{variable}: {problem}")
         self.variable = variable
+        self.problem = problem
+
+    def each(self) -> tuple[SettingsError, ...]:
+        """Every setting at fault (one here; several for ``SettingsErrors``)."""
+        return (self,)
+
+
+class SettingsErrors(SettingsError):
+    """Several settings are missing or malformed at once: each is reported, not only the first."""
+
+    def __init__(self, errors: tuple[SettingsError, ...]) -> None:
+        super().__init__(errors[0].variable, errors[0].problem)
+        self.args = ("; ".join(str(error) for error in errors),)
+        self.errors = errors
+
+    def each(self) -> tuple[SettingsError, ...]:
+        return self.errors
+
+
+def raise_all(errors: list[SettingsError]) -> None:
+    """Raise nothing, the one error, or all of them together."""
+    flat = tuple(one for error in errors for one in error.each())
+    if len(flat) == 1:
+        raise flat[0]
+    if flat:
+        raise SettingsErrors(flat)
 
 
 def _secret(env: Mapping[str, str], name: str, *, private: bool) -> str | None:
@@ -151,40 +177,50 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
-        return cls(
-            gateway_url=_gateway_url(env),
-            app_id=env.get("CHECUS_APP_ID", ""),
-            merchant_no=env.get("CHECUS_MERCHANT_NO", ""),
-            merchant_private_key=_secret(env, "CHECUS_MERCHANT_PRIVATE_KEY", private=True),
-            platform_public_keys=_secret(env, "CHECUS_PLATFORM_PUBLIC_KEYS", private=False),
-            notify_base_url=(env.get("CHECUS_NOTIFY_BASE_URL") or "").rstrip("/") or None,
-            redis_url=env.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
-            redis_sentinels=_sentinels(env),
-            redis_sentinel_master=_sentinel_master(env),
-            redis_sentinel_password=env.get("REDIS_SENTINEL_PASSWORD") or None,
-            database_url=env.get("DATABASE_URL", "sqlite:///checus-worker.db"),
-            database_prepared_statements=_on_off(env, "DATABASE_PREPARED_STATEMENTS", default=True),
-            http_connect_timeout=_float(env, "CHECUS_HTTP_CONNECT_TIMEOUT", 5.0),
-            http_read_timeout=_float(env, "CHECUS_HTTP_READ_TIMEOUT", 20.0),
-            log_level=env.get("LOG_LEVEL", "INFO"),
-            time_scale=_float(env, "CHECUS_TIME_SCALE", 1.0),
-            poll_ladder=_ladder(env, "CHECUS_POLL_LADDER"),
-            stuck_after=_stuck_after(env, "CHECUS_STUCK_AFTER"),
-            event_handler=env.get("CHECUS_EVENT_HANDLER") or None,
-            event_webhook_url=env.get("CHECUS_EVENT_WEBHOOK_URL") or None,
-            event_webhook_secret=_webhook_secret(env),
-            ops_token=_ops_token(env),
-            metrics_port=int(_float(env, "CHECUS_METRICS_PORT", 0)) or None,
-            role_metrics_ports=_role_ports(env),
-            receiver_host=env.get("CHECUS_RECEIVER_HOST", "127.0.0.1"),
-            receiver_port=int(_float(env, "CHECUS_RECEIVER_PORT", 8080)),
-            receiver_processes=max(1, int(_float(env, "CHECUS_RECEIVER_PROCESSES", 1))),
-            receiver_header_timeout=_float(env, "CHECUS_RECEIVER_HEADER_TIMEOUT", 10.0),
-            receiver_body_timeout=_float(env, "CHECUS_RECEIVER_BODY_TIMEOUT", 10.0),
-            receiver_max_header_bytes=_header_bytes(env, "CHECUS_RECEIVER_MAX_HEADER_BYTES"),
-            api_host=env.get("CHECUS_API_HOST", "127.0.0.1"),
-            api_port=int(_float(env, "CHECUS_API_PORT", 8081)),
-        )
+        """Every setting parsed; all the malformed ones reported together (``SettingsErrors``)."""
+        parsers: dict[str, Callable[[], Any]] = {
+            "gateway_url": lambda: _gateway_url(env),
+            "app_id": lambda: env.get("CHECUS_APP_ID", ""),
+            "merchant_no": lambda: env.get("CHECUS_MERCHANT_NO", ""),
+            "merchant_private_key": lambda: _secret(env, "CHECUS_MERCHANT_PRIVATE_KEY", private=True),
+            "platform_public_keys": lambda: _secret(env, "CHECUS_PLATFORM_PUBLIC_KEYS", private=False),
+            "notify_base_url": lambda: (env.get("CHECUS_NOTIFY_BASE_URL") or "").rstrip("/") or None,
+            "redis_url": lambda: env.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+            "redis_sentinels": lambda: _sentinels(env),
+            "redis_sentinel_master": lambda: _sentinel_master(env),
+            "redis_sentinel_password": lambda: env.get("REDIS_SENTINEL_PASSWORD") or None,
+            "database_url": lambda: env.get("DATABASE_URL", "sqlite:///checus-worker.db"),
+            "database_prepared_statements": lambda: _on_off(env, "DATABASE_PREPARED_STATEMENTS", default=True),
+            "http_connect_timeout": lambda: _float(env, "CHECUS_HTTP_CONNECT_TIMEOUT", 5.0),
+            "http_read_timeout": lambda: _float(env, "CHECUS_HTTP_READ_TIMEOUT", 20.0),
+            "log_level": lambda: env.get("LOG_LEVEL", "INFO"),
+            "time_scale": lambda: _float(env, "CHECUS_TIME_SCALE", 1.0),
+            "poll_ladder": lambda: _ladder(env, "CHECUS_POLL_LADDER"),
+            "stuck_after": lambda: _stuck_after(env, "CHECUS_STUCK_AFTER"),
+            "event_handler": lambda: env.get("CHECUS_EVENT_HANDLER") or None,
+            "event_webhook_url": lambda: env.get("CHECUS_EVENT_WEBHOOK_URL") or None,
+            "event_webhook_secret": lambda: _webhook_secret(env),
+            "ops_token": lambda: _ops_token(env),
+            "metrics_port": lambda: int(_float(env, "CHECUS_METRICS_PORT", 0)) or None,
+            "role_metrics_ports": lambda: _role_ports(env),
+            "receiver_host": lambda: env.get("CHECUS_RECEIVER_HOST", "127.0.0.1"),
+            "receiver_port": lambda: int(_float(env, "CHECUS_RECEIVER_PORT", 8080)),
+            "receiver_processes": lambda: max(1, int(_float(env, "CHECUS_RECEIVER_PROCESSES", 1))),
+            "receiver_header_timeout": lambda: _float(env, "CHECUS_RECEIVER_HEADER_TIMEOUT", 10.0),
+            "receiver_body_timeout": lambda: _float(env, "CHECUS_RECEIVER_BODY_TIMEOUT", 10.0),
+            "receiver_max_header_bytes": lambda: _header_bytes(env, "CHECUS_RECEIVER_MAX_HEADER_BYTES"),
+            "api_host": lambda: env.get("CHECUS_API_HOST", "127.0.0.1"),
+            "api_port": lambda: int(_float(env, "CHECUS_API_PORT", 8081)),
+        }
+        values: dict[str, Any] = {}
+        errors: list[SettingsError] = []
+        for name, parse in parsers.items():
+            try:
+                values[name] = parse()
+            except SettingsError as exc:
+                errors.append(exc)
+        raise_all(errors)
+        return cls(**values)
 
     def require(self, *names: str) -> None:
         """Fail fast, naming the variable, when a process needs a setting that is empty."""
@@ -222,8 +258,18 @@ METRICS_ROLES = ("web", "work", "scheduler", "api")
 
 def _role_ports(env: Mapping[str, str]) -> dict[str, int]:
     """``CHECUS_METRICS_PORT_WEB`` … : a role's own port, when several roles share one host's settings."""
-    ports = {role: int(_float(env, f"CHECUS_METRICS_PORT_{role.upper()}", 0)) for role in METRICS_ROLES}
-    return {role: port for role, port in ports.items() if port}
+    ports: dict[str, int] = {}
+    errors: list[SettingsError] = []
+    for role in METRICS_ROLES:
+        try:
+            port = int(_float(env, f"CHECUS_METRICS_PORT_{role.upper()}", 0))
+        except SettingsError as exc:
+            errors.append(exc)
+            continue
+        if port:
+            ports[role] = port
+    raise_all(errors)
+    return ports
 
 
 def _sentinels(env: Mapping[str, str]) -> tuple[tuple[str, int], ...]:

@@ -40,6 +40,7 @@ from worker.config import Settings
 from worker.devtools.demo.redis_server import RedisServer, free_port
 from worker.devtools.simulator.config import SimulatorConfig
 from worker.gateway.signing import generate_portal_key_pair
+from worker.metrics import SEARCH_SPAN
 from worker.receiver.app import create_receiver
 from worker.receiver.ingest import Ingestor
 
@@ -572,7 +573,7 @@ def test_compose_env_example_names_the_variables_compose_yaml_reads() -> None:
 
 def test_systemd_units_run_every_role() -> None:
     """One unit per role (the worker a template), each running the console script with arguments the CLI accepts."""
-    expected = {"checus-web.service": ["web"], "checus-worker@.service": ["work"],
+    expected = {"checus-web.service": ["web"], "checus-worker@.service": ["work"], "checus-api.service": ["api"],
                 "checus-scheduler.service": ["scheduler"], "checus-db-upgrade.service": ["db", "upgrade"]}
     units = _units()
     assert set(units) == set(expected)
@@ -603,15 +604,41 @@ def test_systemd_keys_come_from_credentials(product_settings: frozenset[str]) ->
     """Keys arrive through LoadCredential= as *_FILE settings; web gets the public keys only, the scheduler none."""
     for name, unit in _units().items():
         credentials = dict(value.split(":", 1) for value in _values(unit, "LoadCredential"))
-        env = _unit_environment(unit)
-        assert set(env) <= product_settings, name
+        env = {k: v for k, v in _unit_environment(unit).items() if k.endswith("_FILE")}
+        assert set(_unit_environment(unit)) <= product_settings, name
         assert PRIVATE_KEY_SETTING not in env and PUBLIC_KEYS_SETTING not in env, name
         assert {v.removeprefix("%d/") for v in env.values()} == set(credentials), name
         assert all(path.startswith("/etc/checus/keys/") for path in credentials.values()), name
     assert set(_unit_environment(_units()["checus-web.service"])) == {f"{PUBLIC_KEYS_SETTING}_FILE"}
-    assert set(_unit_environment(_units()["checus-worker@.service"])) == {
-        f"{PRIVATE_KEY_SETTING}_FILE", f"{PUBLIC_KEYS_SETTING}_FILE"}
+    for name in ("checus-worker@.service", "checus-api.service"):
+        assert {k for k in _unit_environment(_units()[name]) if k.endswith("_FILE")} == {
+            f"{PRIVATE_KEY_SETTING}_FILE", f"{PUBLIC_KEYS_SETTING}_FILE"}, name
     assert not _values(_units()["checus-scheduler.service"], "LoadCredential")
+
+
+#: the worker template's instance names (deploy/README.md: `checus-worker@{01..04}`, two digits up to 99)
+INSTANCE_NAMES = [f"{n:02d}" for n in range(1, 100)]
+
+
+def _instance_settings(unit: dict[str, list[tuple[str, str]]], instance: str) -> Settings:
+    """The settings the unit's Environment= gives instance ``instance`` (%i), parsed by the product (but
+    the key files, which exist only under the service's credentials directory %d)."""
+    return Settings.from_env({k: v.replace("%i", instance) for k, v in _unit_environment(unit).items()
+                              if not v.startswith("%d/")})
+
+
+def test_systemd_worker_instances_each_get_their_own_metrics_port() -> None:
+    """Instances @01 … @99 get 99 distinct unprivileged ports, apart from the range web, the scheduler and
+    the api take from the env file's CHECUS_METRICS_PORT (the first free from it, span 100)."""
+    unit = _units()["checus-worker@.service"]
+    ports = [_instance_settings(unit, name).role_metrics_ports["work"] for name in INSTANCE_NAMES]
+    assert ports[:2] == [9301, 9302] and len(set(ports)) == len(ports), ports
+    assert all(1024 <= port <= 65535 for port in ports), ports
+    [base] = re.findall(r"(?m)^#? ?CHECUS_METRICS_PORT=(\d+)", (SYSTEMD / "checus.env.example").read_text())
+    shared = range(int(base), int(base) + SEARCH_SPAN)
+    assert not set(ports) & set(shared), f"worker ports overlap {shared}"
+    others = [_unit_environment(u) for n, u in _units().items() if n != "checus-worker@.service"]
+    assert not any(k.startswith("CHECUS_METRICS_PORT") for env in others for k in env)
 
 
 def test_systemd_environment_file_example_names_real_settings(product_settings: frozenset[str]) -> None:
@@ -635,7 +662,7 @@ def _units_for_analysis(tmp_path: Path) -> list[Path]:
     assert script.exists(), script
     paths = []
     for source in sorted(SYSTEMD.glob("*.service")):
-        target = tmp_path / source.name.replace("@.service", "@1.service")
+        target = tmp_path / source.name.replace("@.service", f"@{INSTANCE_NAMES[0]}.service")
         target.write_text(re.sub(rf"(?m)^ExecStart=\S*/{CONSOLE_SCRIPT}", f"ExecStart={script}", source.read_text()))
         paths.append(target)
     return paths

@@ -10,6 +10,7 @@ reach SUCCESS through the simulator's notification → ``web`` → ``worker``.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shlex
@@ -215,3 +216,80 @@ def test_procfile_under_honcho_completes_a_card_payment_and_stops_cleanly(
         assert redis.exists(LEASE_KEY) == 0, "the scheduler did not release its lease"
     finally:
         redis.close()
+
+
+ENV_EXAMPLE = ROOT / ".env.example"
+
+
+def _example_settings() -> dict[str, str]:
+    pairs = [line.split("=", 1) for line in ENV_EXAMPLE.read_text().splitlines()
+             if line.strip() and not line.startswith("#")]
+    return {name.strip(): value.strip() for name, value in pairs}
+
+
+def test_env_example_as_shipped_runs_every_procfile_role_against_the_simulator(
+        tmp_path: Path, redis_server: RedisServer) -> None:
+    """`cp .env.example .env; checus-worker keys dev; db upgrade; honcho start`: a paid order reaches SUCCESS.
+
+    Only addresses are moved (a private Redis, a temporary store, free ports for web and api); the ids,
+    key files and gateway URL are the example's."""
+    if not _port_is_free(SIM_PORT):
+        pytest.fail(f"127.0.0.1:{SIM_PORT} is taken: the Procfile's sim line listens on --port {SIM_PORT}")
+    example = _example_settings()
+    web_port = free_port()
+    moved = {"REDIS_URL": redis_server.url, "DATABASE_URL": f"sqlite:///{tmp_path / 'checus.db'}",
+             "CHECUS_RECEIVER_PORT": str(web_port), "CHECUS_NOTIFY_BASE_URL": f"http://127.0.0.1:{web_port}",
+             "CHECUS_API_PORT": str(free_port())}
+    assert set(moved) <= set(example), f".env.example lacks {set(moved) - set(example)}"
+    text = ENV_EXAMPLE.read_text()
+    for name, value in moved.items():
+        text = re.sub(rf"^{name}=.*$", f"{name}={value}", text, flags=re.MULTILINE)
+    (tmp_path / ".env").write_text(text)
+    base_env = {k: v for k, v in os.environ.items() if not _PRODUCT_VARIABLES.match(k)}
+    base_env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{base_env.get('PATH', '')}"
+    honcho_cmd = [sys.executable, "-m", "honcho", "--no-colour", "-f", str(PROCFILE)]  # reads ./.env
+    for command in (["keys", "dev"], ["db", "upgrade"]):
+        done = subprocess.run([*honcho_cmd, "run", "checus-worker", *command], cwd=tmp_path, env=base_env,
+                              capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / example["CHECUS_MERCHANT_PRIVATE_KEY_FILE"]).stat().st_mode & 0o077 == 0
+
+    log = tmp_path / "honcho.log"
+    with log.open("wb") as out:
+        honcho = subprocess.Popen([*honcho_cmd, "start"], cwd=tmp_path, env=base_env, stdout=out,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
+    settings_env = {**example, **moved}
+    for name in ("CHECUS_MERCHANT_PRIVATE_KEY_FILE", "CHECUS_PLATFORM_PUBLIC_KEYS_FILE"):
+        settings_env[name] = str(tmp_path / example[name])  # relative to where honcho runs
+    settings = Settings.from_env(settings_env)
+    rt = build_runtime(settings, timers=Timers())
+    try:
+        web_url, sim_url = moved["CHECUS_NOTIFY_BASE_URL"], example["CHECUS_GATEWAY_URL"]
+        for what, url in (("web", f"{web_url}/healthz"), ("the simulator", f"{sim_url}/__sim/health"),
+                          ("api", f"http://127.0.0.1:{moved['CHECUS_API_PORT']}/healthz")):
+            _wait(functools.partial(_ok, url), timeout=START_TIMEOUT, what=what, log=log, honcho=honcho)
+        _wait(lambda: Worker.count(connection=rt.redis) >= 1, timeout=START_TIMEOUT, what="an rq worker",
+              log=log, honcho=honcho)
+        payments = PaymentService(rt)
+        result = payments.create_card_payment(
+            out_trade_no="EXAMPLE_ORDER_1", amount=Decimal("3.21"), currency="USD", user_id="user_example",
+            subject="Example", front_callback_url="https://shop.example/return")
+        assert result.redirect_url, f"no cashier URL: {result}"
+        assert httpx.post(result.redirect_url, data={"action": "success"}, timeout=10).status_code == 200
+
+        def succeeded() -> bool:
+            view = payments.get_order("EXAMPLE_ORDER_1")
+            return view is not None and view.order.state == "SUCCESS"
+
+        _wait(succeeded, timeout=PAYMENT_TIMEOUT, what="order EXAMPLE_ORDER_1 in SUCCESS", log=log, honcho=honcho)
+    finally:
+        if honcho.poll() is None:
+            os.killpg(honcho.pid, signal.SIGTERM)
+        try:
+            honcho.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.killpg(honcho.pid, signal.SIGKILL)
+            honcho.wait()
+        rt.engine.dispose()
+    output = log.read_text(errors="replace")
+    assert "Traceback" not in output and "not_configured" not in output, _tail(log)

@@ -17,11 +17,20 @@ from pathlib import Path
 
 import httpx
 
+from worker.gateway.signing import PortalKeyPair
+from worker.role_settings import PURPOSES
+
 
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _worker_settings(merchant: PortalKeyPair, platform: PortalKeyPair) -> dict[str, str]:
+    """What ``work`` needs to start (it checks its settings first)."""
+    return {"CHECUS_APP_ID": "APP", "CHECUS_MERCHANT_NO": "MERCHANT",
+            "CHECUS_MERCHANT_PRIVATE_KEY": merchant.private_key, "CHECUS_PLATFORM_PUBLIC_KEYS": platform.public_key}
 
 
 def _serving(log: Path) -> dict[str, int]:
@@ -34,11 +43,11 @@ def _serving(log: Path) -> dict[str, int]:
 
 
 def test_web_work_and_scheduler_with_one_metrics_port_setting_each_serve_their_own(
-        redis_url: str, tmp_path: Path) -> None:
+        redis_url: str, tmp_path: Path, merchant_keys: PortalKeyPair, platform_keys: PortalKeyPair) -> None:
     base = _free_port()
     env = {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}",
            "CHECUS_METRICS_PORT": str(base), "CHECUS_RECEIVER_PORT": str(_free_port()),
-           "CHECUS_PLATFORM_PUBLIC_KEYS": "", "LOG_LEVEL": "INFO"}
+           "LOG_LEVEL": "INFO", **_worker_settings(merchant_keys, platform_keys)}
     env.pop("CHECUS_METRICS_PORT_WORK", None)
     subprocess.run([sys.executable, "-m", "worker", "db", "upgrade"], env=env, check=True, capture_output=True)
     logs = {role: tmp_path / f"{role}.log" for role in ("scheduler", "work")}
@@ -81,7 +90,8 @@ def test_a_roles_own_port_is_taken_exactly_and_a_taken_one_is_one_clear_line(red
         assert second.returncode == 78, second.stderr[-800:]
         errors = [line for line in second.stderr.splitlines() if line.startswith("error:")]
         assert errors == [f"error: not_configured: CHECUS_METRICS_PORT_SCHEDULER: no free port from {own} "
-                          "(Address already in use)"], second.stderr[-800:]
+                          f"(Address already in use) — {PURPOSES['CHECUS_METRICS_PORT_SCHEDULER']}"], \
+            second.stderr[-800:]
     finally:
         proc.terminate()
         proc.wait(timeout=20)

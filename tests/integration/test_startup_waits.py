@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from worker.gateway.signing import PortalKeyPair
+
 
 def _events(log: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
@@ -49,12 +51,15 @@ def test_a_scheduler_started_before_db_upgrade_waits_says_what_to_do_and_then_ru
         proc.wait(timeout=20)
 
 
-def test_a_worker_without_redis_says_where_it_is_connecting_and_waits(tmp_path: Path) -> None:
+def test_a_worker_without_redis_says_where_it_is_connecting_and_waits(
+        tmp_path: Path, merchant_keys: PortalKeyPair, platform_keys: PortalKeyPair) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed = s.getsockname()[1]  # nobody listens here once the socket is closed
     env = {**os.environ, "REDIS_URL": f"redis://:s3cret@127.0.0.1:{closed}/0",
-           "DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}"}
+           "DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}", "CHECUS_APP_ID": "APP",
+           "CHECUS_MERCHANT_NO": "MERCHANT", "CHECUS_MERCHANT_PRIVATE_KEY": merchant_keys.private_key,
+           "CHECUS_PLATFORM_PUBLIC_KEYS": platform_keys.public_key}
     log = tmp_path / "work.log"
     proc = subprocess.Popen([sys.executable, "-m", "worker", "work"], env=env, stdout=subprocess.DEVNULL,
                             stderr=log.open("w"))

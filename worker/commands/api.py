@@ -6,7 +6,7 @@ import json
 
 import click
 
-from worker.bootstrap import process_runtime
+from worker.bootstrap import process_runtime, role_runtime
 from worker.logs import configure_logging
 
 
@@ -17,7 +17,7 @@ def api(host: str | None, port: int | None) -> None:
     """Serve the merchant HTTP API (/v1: payments, refunds, cards, events; reference at /v1/docs)."""
     from worker.api.app import serve_api
 
-    rt = process_runtime()
+    rt = role_runtime("api")
     configure_logging(level=rt.settings.log_level)
     serve_api(rt, host=host or rt.settings.api_host, port=port or rt.settings.api_port)
 

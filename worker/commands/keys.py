@@ -1,4 +1,5 @@
-"""``checus-worker keys generate``: a merchant key pair in the portal's format."""
+"""``checus-worker keys generate``: a merchant key pair in the portal's format; ``keys dev``: the
+simulator's development pairs, made before anything runs (``.env.example``)."""
 
 from __future__ import annotations
 
@@ -40,3 +41,20 @@ def generate(out_dir: Path, force: bool) -> None:
     public_path.write_text(pair.public_key + "\n")
     click.echo(f"private key: {private_path} (mode 0600)")
     click.echo(f"public key:  {public_path} (upload this one in the Checus portal)")
+
+
+@keys.command()
+@click.option("--keys-dir", type=click.Path(file_okay=False, path_type=Path), default=Path(".checus-sim"),
+              show_default=True, help="The directory `checus-worker sim --keys-dir` reads (its default too).")
+def dev(keys_dir: Path) -> None:
+    """Make the simulator's development key pairs now, if missing (`checus-worker sim` makes the same at start).
+
+    For `honcho start` with `.env.example` copied to `.env`: the worker and the receiver read these
+    files at start, so they must exist before the simulator runs. Never for production.
+    """
+    from worker.commands.sim import dev_keys
+
+    dev_keys(keys_dir)
+    for name in ("merchant_private_key.txt", "platform_public_key.txt", "merchant_public_key.txt",
+                 "platform_private_key.txt"):
+        click.echo(str(keys_dir / name))

@@ -8,7 +8,7 @@ import threading
 
 import click
 
-from worker.bootstrap import process_runtime
+from worker.bootstrap import process_runtime, role_runtime
 from worker.logs import configure_logging
 
 
@@ -17,7 +17,7 @@ def _setup(role: str) -> None:
     from worker.ops.gauges import start_metrics
     from worker.runtime.startup import wait_for_redis, wait_for_schema
 
-    rt = process_runtime()
+    rt = role_runtime(role)
     configure_logging(level=rt.settings.log_level)
     wait_for_redis(rt.redis)
     wait_for_schema(rt.engine)
@@ -33,7 +33,7 @@ def web(host: str | None, port: int | None, processes: int | None) -> None:
     from worker.receiver.processes import serve_receiver
     from worker.runtime.startup import wait_for_schema
 
-    rt = process_runtime()
+    rt = role_runtime("web")
     configure_logging(level=rt.settings.log_level)
     wait_for_schema(rt.engine)  # (Redis may be down: the receiver answers 503 until it is back)
     count = processes or rt.settings.receiver_processes

@@ -13,18 +13,33 @@ from collections.abc import Callable
 
 import structlog
 from redis import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import AuthenticationError, RedisError
+from redis.sentinel import MasterNotFoundError
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from worker.config import SettingsError
 from worker.store.migrate import schema_state
 
 log = structlog.get_logger("worker.startup")
 EVERY = 5.0
 
 
+def password_refused(exc: RedisError) -> SettingsError | None:
+    """The setting at fault when Redis or its sentinels refused our password (or wanted one), else None.
+
+    A sentinel's refusal reaches us inside ``MasterNotFoundError`` (redis-py tried each sentinel);
+    the data node's is an ``AuthenticationError`` of its own. Never the password in the message."""
+    if isinstance(exc, MasterNotFoundError) and "AuthenticationError" in str(exc):
+        return SettingsError("REDIS_SENTINEL_PASSWORD", "the sentinels refused it, or want one and it is unset")
+    if isinstance(exc, AuthenticationError) or "NOAUTH" in str(exc):
+        return SettingsError("REDIS_URL", "Redis refused its password, or wants one and the URL has none")
+    return None
+
+
 def wait_for_redis(redis: Redis, *, sleep: Callable[[float], None] = time.sleep) -> None:
-    """Return once Redis answers PING; log where it is connecting while it does not."""
+    """Return once Redis answers PING; log where it is connecting while it does not. A refused password
+    is a ``SettingsError`` at once (one line, exit 78), not a wait."""
     kwargs = redis.connection_pool.connection_kwargs
     where = f"{kwargs.get('host', kwargs.get('path', '?'))}:{kwargs.get('port', '')}/{kwargs.get('db', 0)}"
     waited = False
@@ -32,6 +47,9 @@ def wait_for_redis(redis: Redis, *, sleep: Callable[[float], None] = time.sleep)
         try:
             redis.ping()
         except RedisError as exc:
+            refused = password_refused(exc)
+            if refused is not None:  # waiting will not help: the setting is wrong
+                raise refused from None
             log.warning("startup.waiting_for_redis", redis=where, error=type(exc).__name__)
             waited = True
             sleep(EVERY)
