@@ -196,3 +196,31 @@ def test_saving_the_same_token_from_two_transactions_at_once_keeps_one_row(rt: R
     assert results == [first]
     with read(rt.engine) as conn:
         assert len(repo.tokens_of(conn, "u")) == 1
+
+
+def test_a_batch_closes_the_not_found_alarms_of_the_records_it_finishes_and_only_theirs(
+        rt: Runtime, platform_keys: PortalKeyPair) -> None:
+    """Rule: a record that reaches a final state closes its own open not_found_at_gateway alarm;
+    an alarm of a record still open, or of another kind, stays open."""
+    from worker.store import anomalies as anomalies_store
+
+    finished, failed, waiting = same_shard(3)
+    for no in (finished, failed, waiting):
+        order(rt, no)
+    with write(rt.engine) as conn:
+        ids = {no: repo.find_order(conn, no).id for no in (finished, failed, waiting)}  # type: ignore[union-attr]
+        for no, kind in ((finished, "not_found_at_gateway"), (failed, "not_found_at_gateway"),
+                         (waiting, "not_found_at_gateway"), (finished, "amount_mismatch")):
+            anomalies_store.record(conn, entity="order", entity_id=ids[no], ref=no, kind=kind, detail="d",
+                                   evidence={}, now=NOW, fields={})
+    keep(rt, platform_keys, finished, "SUCCESS")
+    keep(rt, platform_keys, failed, "FAILED")
+    assert apply_pending(rt, 3) == 2
+    with read(rt.engine) as conn:
+        rows = conn.execute(sa.select(anomalies.c.entity_id, anomalies.c.kind, anomalies.c.resolved_at,
+                                      anomalies.c.resolution)).all()
+    still_open = {(r.entity_id, r.kind) for r in rows if r.resolved_at is None}
+    assert still_open == {(ids[waiting], "not_found_at_gateway"), (ids[finished], "amount_mismatch")}
+    closed = {r.entity_id: r.resolution for r in rows if r.resolved_at is not None}
+    assert closed == {ids[finished]: "Checus reported the record SUCCESS",
+                      ids[failed]: "Checus reported the record FAILED"}

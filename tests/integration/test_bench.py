@@ -36,6 +36,10 @@ def test_short_bench_reports_every_figure(tmp_path: Path, capsys: pytest.Capture
         if "floor" in figure:
             assert figure["floor_value"] > 0 and figure["ratio"] > 0, (name, figure)
     assert {"hello_rate", "rq_noop_rate"} <= {f.get("floor") for f in figures.values()}
+    cpu = figures["cpu_per_applied"]
+    assert {"web", "work", "redis"} <= set(cpu["by_role"]), cpu  # every product process is counted
+    assert abs(cpu["value"] - sum(cpu["by_role"].values())) < 0.01, cpu  # and the whole is their sum
+    assert figures["applied_rate"]["ratio_to_hello_rate"] > 0
 
     assert doc["machine"]["cpu_count"] >= 1 and doc["versions"]["rq"] and doc["options"]["short"] is True
     assert {"web", "scheduler", "sim", "redis", "work-0"} <= set(doc["peak_rss_mib"])

@@ -139,7 +139,7 @@ def _apply_batch(rt: Runtime, rows: list[_Row]) -> list[InboxEntry]:
             save_token_from(conn, rt, order.id, row.note.order, decision)
             outcomes[row.entry.id] = str(decision.outcome)
             done.append((order, decision))
-        deferred.flush(conn)
+        deferred.flush(conn, now)
         inbox.mark_many_processed(conn, outcomes, now=now)
         crash_point("after_outbox")
     crash_point("after_commit")

@@ -78,6 +78,8 @@ def time_limit(requests: int, rate: float) -> float:
     return requests / rate * 1.5 + 30 if rate > 0 else requests / 20 + 60
 
 
+PRODUCT_ROLES = frozenset({"web", "work", "scheduler", "redis", "postgres"})
+
 @dataclass(kw_only=True)
 class NotificationPhase:
     label: str
@@ -91,6 +93,21 @@ class NotificationPhase:
     cpu_total: dict[str, float] = field(default_factory=dict)  # cores per role, load and drain together
     cpu_load: dict[str, float] = field(default_factory=dict)
     cpu_drain: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0  # wall time of ``cpu_total``
+    drain_seconds: float = 0.0  # wall time of ``cpu_drain``
+
+    @property
+    def cpu_ms_per_applied(self) -> dict[str, float]:
+        """Milliseconds of CPU per applied notification, per product role and in all (``product``):
+        the receiver, workers, scheduler, Redis and PostgreSQL's backends (not the load generator,
+        nor the simulator, which an applied notification never calls)."""
+        whole, seconds = (self.cpu_drain, self.drain_seconds) if self.backlog else (self.cpu_total, self.seconds)
+        if not self.applied or not seconds:
+            return {}
+        per = {role: round(cores * seconds * 1000 / self.applied, 3)
+               for role, cores in whole.items() if role in PRODUCT_ROLES}
+        per["product"] = round(sum(per.values()), 3)
+        return per
 
     @property
     def ingest_rate(self) -> float:
@@ -140,6 +157,7 @@ def notification_phase(b: Bench, label: str, orders: list[int], *, duplicates: f
     acked = b.ui.task(f"{label}: acknowledged", len(plan))
     applied = b.ui.task(f"{label}: applied", len(orders))
     meter = partial(cpu_meter, b.stack.supervisor, postgres_database=b.stack.postgres_database)
+    began = time.monotonic()
     with meter() as cpu_total:
         with meter() as cpu_load, AppliedWatcher(b.stack.engine, mark, applied):
             load = run_wrk(b.stack.receiver_url + PAYMENT_PATH, directory, threads=threads, planned=len(plan),
@@ -148,15 +166,19 @@ def notification_phase(b: Bench, label: str, orders: list[int], *, duplicates: f
         acked(len(load.acks))
         if workers_after is not None:
             b.stack.start_workers(workers_after)
+        drain_began = time.monotonic()
         with meter() as cpu_drain:
             count = wait_applied(b.stack.engine, mark, len(orders), stall_seconds=STALL_SECONDS,
                                  limit_seconds=max(120.0, len(orders) / 20), on_progress=applied)
+    seconds = time.monotonic() - began
+    drain_seconds = time.monotonic() - drain_began
     by_number = {b.order_no(i): i for i in orders}
     commits = {by_number[no]: b.to_us(at) for no, at in commit_times(b.stack.engine, mark).items() if no in by_number}
     b.stack.supervisor.check_alive()
     return NotificationPhase(label=label, workers=b.stack.worker_count, plan=plan, load=load, expected=len(orders),
                              applied=count, commits_us=commits, backlog=workers_after is not None,
-                             cpu_total=cpu_total, cpu_load=cpu_load, cpu_drain=cpu_drain)
+                             cpu_total=cpu_total, cpu_load=cpu_load, cpu_drain=cpu_drain, seconds=seconds,
+                             drain_seconds=drain_seconds)
 
 
 def hello_phase(b: Bench, orders: list[int]) -> LoadResult:

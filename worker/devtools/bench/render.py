@@ -73,6 +73,9 @@ def render(doc: dict[str, Any], console: Console) -> None:
     for label, phase in doc["phases"].items():
         cpu = ", ".join(f"{k} {v:.2f}" for k, v in phase["cpu_cores"].items() if v >= 0.05)
         console.print(f"'{label}': CPU (cores of {machine.get('cpu_count')}): {cpu}. Limit: {phase['limit']}")
+        per = ", ".join(f"{k} {v:.3f}" for k, v in phase.get("cpu_ms_per_applied", {}).items())
+        if per:
+            console.print(f"'{label}': CPU ms per applied notification: {per}")
     if "scheduler" in doc:
         s = doc["scheduler"]
         console.print(f"Scheduler: {s['pending']:,} pending seeded in {s['seed_seconds']} s; ticks with "
