@@ -20,6 +20,9 @@ from redis.sentinel import Sentinel
 from worker.config import Settings
 
 SOCKET_TIMEOUT = 5.0  # a sentinel or primary that hangs is given up on, and the next one asked
+# Typed from redis 8.2 on, untyped before: called through Any so either type-checks the same.
+_SENTINEL: Any = Sentinel
+_ASYNC_SENTINEL: Any = AsyncSentinel
 
 
 def _data_node_options(settings: Settings) -> dict[str, Any]:
@@ -45,7 +48,7 @@ def _sentinel_options(settings: Settings) -> dict[str, Any]:
 def sync_redis(settings: Settings) -> Redis:
     if not settings.redis_sentinels:
         return Redis.from_url(settings.redis_url)
-    sentinel = Sentinel(list(settings.redis_sentinels),
+    sentinel = _SENTINEL(list(settings.redis_sentinels),
                         sentinel_kwargs=_sentinel_options(settings))
     master: Redis = sentinel.master_for(settings.redis_sentinel_master or "",
                                         **_data_node_options(settings))
@@ -55,7 +58,7 @@ def sync_redis(settings: Settings) -> Redis:
 def async_redis(settings: Settings) -> AsyncRedis:
     if not settings.redis_sentinels:
         return AsyncRedis.from_url(settings.redis_url)
-    sentinel = AsyncSentinel(list(settings.redis_sentinels),
+    sentinel = _ASYNC_SENTINEL(list(settings.redis_sentinels),
                              sentinel_kwargs=_sentinel_options(settings))
     master: AsyncRedis = sentinel.master_for(settings.redis_sentinel_master or "", **_data_node_options(settings))
     return master
