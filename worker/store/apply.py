@@ -152,11 +152,17 @@ def _reached_final(conn: Connection, target: Target, state: str, now: datetime, 
         _close_not_found_alarms(conn, target.entity, [target.id], state, now)
 
 
+_CLOSE_NOT_FOUND = anomalies.update().where(
+    anomalies.c.entity == sa.bindparam("alarm_entity"),
+    anomalies.c.entity_id.in_(sa.bindparam("alarm_ids", expanding=True)),
+    anomalies.c.kind == AnomalyKind.NOT_FOUND_AT_GATEWAY, anomalies.c.resolved_at.is_(None),
+).values(resolved_at=sa.bindparam("alarm_now"), resolved_by="system",
+         resolution=sa.bindparam("alarm_resolution"))
+
+
 def _close_not_found_alarms(conn: Connection, entity: str, ids: list[int], state: str, now: datetime) -> None:
-    conn.execute(anomalies.update().where(
-        anomalies.c.entity == entity, anomalies.c.entity_id.in_(ids),
-        anomalies.c.kind == AnomalyKind.NOT_FOUND_AT_GATEWAY, anomalies.c.resolved_at.is_(None),
-    ).values(resolved_at=now, resolved_by="system", resolution=f"Checus reported the record {state}"))
+    conn.execute(_CLOSE_NOT_FOUND, {"alarm_entity": entity, "alarm_ids": ids, "alarm_now": now,
+                                    "alarm_resolution": f"Checus reported the record {state}"})
 
 
 @functools.cache

@@ -34,12 +34,16 @@ def find_order(conn: Connection, out_trade_no: str) -> OrderRecord | None:
     return OrderRecord.from_row(row) if row else None
 
 
+# Built once: constructing an ``IN`` expression per call cost more than running it (worker profile).
+_FIND_ORDERS = sa.select(orders).where(orders.c.out_trade_no_key.in_(sa.bindparam("keys", expanding=True)))
+
+
 def find_orders(conn: Connection, out_trade_nos: Iterable[str]) -> dict[str, OrderRecord]:
     """Many orders in one query, keyed by the upper-cased outTradeNo."""
     keys = sorted({n.upper() for n in out_trade_nos})
     if not keys:
         return {}
-    rows = conn.execute(sa.select(orders).where(orders.c.out_trade_no_key.in_(keys)))
+    rows = conn.execute(_FIND_ORDERS, {"keys": keys})
     return {r.out_trade_no_key: OrderRecord.from_row(r) for r in rows}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,6 +20,11 @@ def insert_if_absent(conn: Connection, table: sa.Table, values: dict[str, Any], 
 
 
 def insert_ignoring(conn: Connection, table: sa.Table, *, key: str) -> Any:
-    """An INSERT that skips rows whose unique ``key`` exists, for executemany."""
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    """An INSERT that skips rows whose unique ``key`` exists, for executemany (built once per shape)."""
+    return _insert_ignoring(conn.dialect.name, table, key)
+
+
+@functools.cache
+def _insert_ignoring(dialect_name: str, table: sa.Table, key: str) -> Any:
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
     return dialect.insert(table).on_conflict_do_nothing(index_elements=[key])
