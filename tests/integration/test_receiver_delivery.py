@@ -21,7 +21,7 @@ from tests.integration.test_receiver_harness import ACK, REFUND, Rig, now, open_
 from worker.flows.notifications import apply_notification
 from worker.gateway.signing import PortalKeyPair
 from worker.gateway.wire import loads_object
-from worker.receiver.ingest import seen_key
+from worker.receiver.wakes import seen_key
 from worker.store.inbox import dedupe_key, shard_of
 from worker.store.schema import anomalies, outbox, transitions
 

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 
 from tests.integration.test_receiver_harness import ACK, Rig, payment_note
 from worker.devtools.demo.redis_server import RedisServer
+from worker.receiver.wakes import BatchWaker, Committed
 from worker.runtime.queueing import apply_wake_name, wake_key
 from worker.store.inbox import shard_of
 
@@ -73,11 +74,12 @@ def test_a_redelivery_costs_one_redis_command_and_no_sql(rig: Rig, private_redis
     assert rig.snapshot() == before
 
 
-def test_a_new_notification_under_load_costs_two_redis_round_trips(rig: Rig, private_redis: RedisServer) -> None:
+def test_a_new_notification_under_load_costs_its_check_and_a_share_of_two_pipelines(
+        rig: Rig, private_redis: RedisServer) -> None:
     """With its shard's apply job already pending (its wake flag up), a new notification is acked
-    after the fast-path EXISTS and one script that finds the flag and marks the fact seen: no rq
-    enqueue, and the retry is then a duplicate."""
-    assert rig.deliver(payment_note("RX_WARM_UP")).status_code == 200  # the script is loaded once per Redis
+    after the fast-path EXISTS and its batch's two pipelines (the flag's SET NX, which finds it up,
+    then the seen mark): no rq enqueue, and the retry is then a duplicate."""
+    assert rig.deliver(payment_note("RX_WARM_UP")).status_code == 200  # connections made once per process
     rig.create_order("RX_ORDER_2")
     raw, sign = rig.signed(payment_note("RX_ORDER_2"))
     flag = wake_key(apply_wake_name(shard_of("RX_ORDER_2")))
@@ -87,16 +89,45 @@ def test_a_new_notification_under_load_costs_two_redis_round_trips(rig: Rig, pri
     admin.config_resetstat()
     response = rig.post(raw, sign=sign)
     assert (response.status_code, response.content) == (200, ACK)
-    commands = server_commands(admin)
-    assert commands.pop("set") == 2, "inside the script: the flag's SET NX (already up) and the seen mark"
-    assert commands == {"config|resetstat": 1, "exists": 1, "evalsha": 1}
+    assert server_commands(admin) == {"config|resetstat": 1, "exists": 1, "set": 2}
     assert rig.queued() == queued, "the pending job will find the row: nothing more is enqueued"
     row = next(r for r in rig.inbox_rows() if r.ref == "RX_ORDER_2")
     assert admin.exists(f"checus:seen:{row.dedupe_key}")
 
 
+def test_a_batch_wakes_each_shard_once_and_marks_every_fact_seen(rig: Rig, private_redis: RedisServer) -> None:
+    """Rule: after a batch commits, each shard with a new row needs one wake (a job enqueued only
+    where none is pending), each kept fact one seen mark; nothing depends on the batch's size."""
+    admin = redis.Redis.from_url(private_redis.url)
+    refs = [f"RX_BATCH_{i}" for i in range(40)]
+    shards = {shard_of(ref) for ref in refs}
+    pending = sorted(shards)[: len(shards) // 2]  # half the shards already have a job on its way
+    for shard in pending:
+        admin.set(wake_key(apply_wake_name(shard)), 1, ex=60)
+    rows = [Committed(key=f"k:{ref}", ref=ref, processed=i % 10 == 0) for i, ref in enumerate(refs)]
+    queued = rig.queued()
+    admin.config_resetstat()
+    verdicts = BatchWaker(rig.rt.enqueuer).settle(rows)
+    assert verdicts == [None] * len(rows)
+    woken = {shard_of(r.ref) for r in rows if not r.processed}
+    assert rig.queued() - queued == len(woken - set(pending))  # one job per shard that had none
+    assert server_commands(admin)["set"] == len(woken) + len(rows)
+    assert all(admin.exists(f"checus:seen:k:{ref}") for ref in refs)
+
+
+def test_with_redis_down_no_new_fact_is_marked_seen_and_each_hears_why(rig: Rig,
+                                                                       private_redis: RedisServer) -> None:
+    """A batch committed while Redis is down: every new row is reported without a job (the receiver
+    answers 503, Checus retries); a fact applied before needs no job and is not reported."""
+    rows = [Committed(key="k:new", ref="RX_DOWN_1", processed=False),
+            Committed(key="k:old", ref="RX_DOWN_2", processed=True)]
+    private_redis.kill9()
+    verdicts = BatchWaker(rig.rt.enqueuer).settle(rows)
+    assert isinstance(verdicts[0], redis.RedisError) and verdicts[1] is None
+
+
 def test_without_a_pending_job_a_new_notification_enqueues_one(rig: Rig, private_redis: RedisServer) -> None:
-    """The script raises the shard's flag; the receiver enqueues the apply job, then marks the fact seen."""
+    """The batch raises the shard's flag; the receiver enqueues the apply job, then marks the fact seen."""
     rig.create_order("RX_ORDER_3")
     response = rig.deliver(payment_note("RX_ORDER_3"))
     assert (response.status_code, response.content) == (200, ACK)

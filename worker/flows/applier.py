@@ -35,7 +35,14 @@ import structlog
 
 from statemachine import ORDER_TERMINAL, Decision, GatewayReport, Source, decide
 from worker.flows.notifications import UNREADABLE, apply_notification, evidence_of, save_token_from
-from worker.flows.transition import after_commit, log_decision, order_event_fields, order_facts, poll_updates
+from worker.flows.transition import (
+    after_commit,
+    log_decision,
+    order_event_fields,
+    order_facts,
+    poll_updates,
+    wake_delivery,
+)
 from worker.gateway.notifications import PaymentNotification
 from worker.gateway.replies import ReplyInvalid
 from worker.gateway.wire import WireFormatError, loads_object
@@ -145,7 +152,8 @@ def _apply_batch(rt: Runtime, rows: list[_Row]) -> list[InboxEntry]:
     crash_point("after_commit")
     for order, decision in done:
         log_decision(decision, "order", order.out_trade_no, "notification")
-        after_commit(rt, "order", order.id, order.id, decision)
+        after_commit(rt, "order", order.id, order.id, decision, deliver=False)
+    wake_delivery(rt, [decision for _, decision in done])  # one wake-up for the batch, not one per row
     return leftovers
 
 

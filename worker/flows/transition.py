@@ -245,9 +245,11 @@ def log_decision(decision: Decision[Any], entity: str, ref: str, source: str) ->
              source=source)
 
 
-def after_commit(rt: Runtime, entity: str, record_id: int, order_id: int, decision: Decision[Any]) -> None:
+def after_commit(rt: Runtime, entity: str, record_id: int, order_id: int, decision: Decision[Any], *,
+                 deliver: bool = True) -> None:
     """Start the effects that reach outside the store. Each is idempotent; losing one is healed
-    by the scheduler (due polls, waiting refunds, undelivered events)."""
+    by the scheduler (due polls, waiting refunds, undelivered events). ``deliver=False``: the caller
+    wakes the event delivery once for many decisions (``wake_delivery``)."""
     for effect in decision.effects:
         if isinstance(effect, ConfirmByQuery):
             delay = timedelta(seconds=rt.timers.confirm_delay)
@@ -262,7 +264,13 @@ def after_commit(rt: Runtime, entity: str, record_id: int, order_id: int, decisi
                 rt.enqueuer.submit_refund(record_id)
         elif isinstance(effect, StartNextRefund):
             start_next_refund(rt, order_id)
-    if rt.event_sinks and any(isinstance(e, EmitEvent) for e in decision.effects):
+    if deliver:
+        wake_delivery(rt, [decision])
+
+
+def wake_delivery(rt: Runtime, decisions: list[Decision[Any]]) -> None:
+    """One delivery wake-up (a Redis round trip) for any number of decisions that emitted events."""
+    if rt.event_sinks and any(isinstance(e, EmitEvent) for d in decisions for e in d.effects):
         rt.enqueuer.deliver_events()
 
 

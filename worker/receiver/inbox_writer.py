@@ -6,9 +6,10 @@ receiver's threads queue for that lock through SQLite's sleeping busy handler, a
 latency explodes under load (measured: p99 over 2 s at ~120 notifications/s). Here requests
 hand their notification to a single writer thread and await its future; the writer takes
 everything that is waiting (up to ``MAX_BATCH``), records it in one transaction, commits once,
-and answers each request. Nothing is acknowledged before its commit, and a failed commit fails
-every request of that batch (503: Checus retries). On PostgreSQL it saves round trips and
-commits just the same.
+makes a job certain for the batch's new rows (``wakes.BatchWaker``: two pipelined Redis round
+trips per batch), and answers each request. Nothing is acknowledged before its commit, and a failed
+commit fails every request of that batch (503: Checus retries). On PostgreSQL it saves round trips
+and commits just the same.
 
 Supervision: should anything escape the writer's loop, the thread fails the batch it held (its
 requests get a prompt 503, not the 10 s timeout), logs ``inbox_writer.died``, and starts its own
@@ -30,6 +31,7 @@ import structlog
 from sqlalchemy.engine import Engine
 
 from worker.metrics import INBOX_WRITER_RESTARTS
+from worker.receiver.wakes import BatchWaker, Committed
 from worker.store import inbox
 from worker.store.db import write
 
@@ -43,6 +45,7 @@ WAIT_SECONDS = 10.0  # how long a request waits for its commit before answering 
 class Kept:
     entry_id: int
     already_processed: bool
+    unqueued: Exception | None = None  # committed, but no job is certain to apply it (answer 503)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +61,8 @@ class WriterDied(RuntimeError):
 class InboxWriter:
     """Records notifications for many request threads through one supervised writer thread."""
 
-    def __init__(self, engine: Engine, clock: Callable[[], datetime]) -> None:
-        self.engine, self.clock = engine, clock
+    def __init__(self, engine: Engine, clock: Callable[[], datetime], waker: BatchWaker | None = None) -> None:
+        self.engine, self.clock, self.waker = engine, clock, waker
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -140,8 +143,18 @@ class InboxWriter:
                 with contextlib.suppress(InvalidStateError):
                     item.result.set_exception(exc)
             return
-        for item, (entry_id, processed) in zip(batch, kept, strict=True):
+        unqueued = self._wake(batch, kept)
+        for item, (entry_id, processed), why in zip(batch, kept, unqueued, strict=True):
             # A waiter that gave up (cancelled its future) was answered 503; its row is kept all the
             # same, and Checus's retry finds it. The writer thread must not die of that.
             with contextlib.suppress(InvalidStateError):
-                item.result.set_result(Kept(entry_id, processed))
+                item.result.set_result(Kept(entry_id, processed, why))
+
+    def _wake(self, batch: list[_Item], kept: list[tuple[int, bool]]) -> list[Exception | None]:
+        if self.waker is None:
+            return [None] * len(batch)
+        try:
+            return list(self.waker.settle([Committed(key=i.entry.key, ref=i.entry.ref, processed=processed)
+                                           for i, (_, processed) in zip(batch, kept, strict=True)]))
+        except Exception as exc:  # noqa: BLE001 - kept, but with no job certain: each request hears it
+            return [exc] * len(batch)

@@ -8,13 +8,14 @@ is: acknowledge only what is durably kept. The order below makes that true:
 3. fast path: a Redis key for an already-kept fact acknowledges a duplicate in one round trip;
 4. write the raw body and its signature to the SQL inbox (unique on the fact), through one
    group-committing writer thread (``inbox_writer``): 503 if that fails, so Checus retries;
-5. make sure a job will apply it: under load the shard's job is already pending and one
-   Redis script both sees that and marks the fact seen; otherwise enqueue one (503 if Redis is
-   down: the row stays and is re-enqueued by the sweeper or by Checus's retry);
+5. make sure a job will apply it, then mark the fact seen: the writer does it for its whole batch
+   after the commit (``wakes``: under load the shards' jobs are already pending), and enqueues a
+   job where none is (503 if Redis is down: the row stays and is re-enqueued by the sweeper or
+   by Checus's retry);
 6. acknowledge with ``{"code":"SUCCESS","msg":"Success"}``.
 
-A new notification costs two Redis round trips under load (the fast-path check and the
-script), a duplicate one.
+A new notification costs one Redis round trip of its own (the fast-path check) and a share of
+its batch's two; a duplicate costs one.
 
 A notification for an order we do not know yet is kept and acknowledged like any other;
 the job defers it and matches it again later.
@@ -23,17 +24,14 @@ the job defers it and matches it again later.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import cached_property
 from typing import Literal
 
 import structlog
 from redis.asyncio import Redis as AsyncRedis
-from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -46,14 +44,14 @@ from worker.gateway.signing import Verifier
 from worker.gateway.wire import ACK_BODY, WireFormatError, loads_object
 from worker.metrics import NOTIFICATIONS_RECEIVED, NOTIFICATIONS_REJECTED
 from worker.receiver.inbox_writer import WAIT_SECONDS, InboxWriter, Kept, WriterDied
+from worker.receiver.wakes import BatchWaker, seen_key
 from worker.runtime.crashpoints import crash_point
-from worker.runtime.queueing import WAKE_TTL_SECONDS, Enqueuer, apply_wake_name, wake_key
+from worker.runtime.queueing import Enqueuer
 from worker.store import inbox, repo
 from worker.store.db import read
 
 log = structlog.get_logger("worker.receiver.ingest")
 Kind = Literal["payment", "refund"]
-SEEN_TTL_SECONDS = 7 * 24 * 3600
 FRESHNESS = timedelta(hours=48)  # ≥ Checus's retry horizon (~13.3 h) plus clock skew
 FUTURE_SKEW = timedelta(minutes=5)
 
@@ -71,25 +69,12 @@ class Verdict:
         return b'{"code":"FAIL","msg":"' + self.reason.encode() + b'"}'
 
 
-# Once a new notification is kept: raise its shard's wake flag if no apply job is pending (1: the
-# caller enqueues one, then marks the fact seen), else mark the fact seen at once (0).
-_WAKE_OR_REMEMBER = """
-if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 1 end
-redis.call('SET', KEYS[2], '1', 'EX', ARGV[2])
-return 0
-"""
-
-
 def sign_value(lines: Sequence[str]) -> str | None:
     """The request's ``sign``: None without the header; several ``sign`` lines combine as HTTP
     combines a repeated field (RFC 9110 §5.3, joined by ``", "``), a value no signature has.
     So a request carrying two signatures is refused whichever one is genuine, rather than
     judged on the first while a proxy in front may have read the last."""
     return ", ".join(lines) if lines else None
-
-
-def seen_key(key: str) -> str:
-    return f"checus:seen:{key}"
 
 
 class Ingestor:
@@ -105,7 +90,7 @@ class Ingestor:
                  app_ids: frozenset[str], merchant_nos: frozenset[str], clock: Callable[[], datetime]) -> None:
         self.verifier, self.engine, self.aredis, self.enqueuer = verifier, engine, aredis, enqueuer
         self.app_ids, self.merchant_nos, self.clock = app_ids, merchant_nos, clock
-        self.writer = InboxWriter(engine, clock)
+        self.writer = InboxWriter(engine, clock, BatchWaker(enqueuer))
 
     async def ingest(self, kind: Kind, body: bytes, sign: str | None) -> Verdict:
         if not sign:
@@ -153,16 +138,11 @@ class Ingestor:
             NOTIFICATIONS_REJECTED.labels(kind, "store_unavailable").inc()
             return Verdict(503, "store_unavailable")
         entry_id, processed = kept.entry_id, kept.already_processed
-        if processed:
-            await self._remember(key)
-        else:
-            try:
-                await self._wake_or_remember(inbox.shard_of(ref), key)
-            except RedisError as exc:
-                log.error("notification.enqueue_failed", kind=kind, ref=ref, inbox_id=entry_id,
-                          error=type(exc).__name__)
-                NOTIFICATIONS_REJECTED.labels(kind, "queue_unavailable").inc()
-                return Verdict(503, "queue_unavailable", entry_id)
+        if kept.unqueued is not None:
+            log.error("notification.enqueue_failed", kind=kind, ref=ref, inbox_id=entry_id,
+                      error=type(kept.unqueued).__name__)
+            NOTIFICATIONS_REJECTED.labels(kind, "queue_unavailable").inc()
+            return Verdict(503, "queue_unavailable", entry_id)
         crash_point("before_ack")
         return self._ack(kind, ref, "duplicate" if processed else "accepted", entry_id)
 
@@ -175,28 +155,6 @@ class Ingestor:
         except TimeoutError:
             waiter.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved: no warning later
             raise
-
-    async def _wake_or_remember(self, shard: int, key: str) -> None:
-        """Make sure a job will apply the shard, then mark the fact seen: one round trip under load.
-
-        The fact is marked seen only once a job is certain (its shard's wake flag was already up,
-        or the job was just enqueued), so a retry that the fast path acknowledges always has a
-        job that will find its row.
-        """
-        script = self._wake_or_remember_script
-        woke = await script(keys=[wake_key(apply_wake_name(shard)), seen_key(key)],
-                            args=[WAKE_TTL_SECONDS, SEEN_TTL_SECONDS])
-        if woke:
-            await run_in_threadpool(self.enqueuer.start_apply_pending, shard)
-            await self._remember(key)
-
-    @cached_property
-    def _wake_or_remember_script(self) -> AsyncScript:
-        return self.aredis.register_script(_WAKE_OR_REMEMBER)
-
-    async def _remember(self, key: str) -> None:
-        with contextlib.suppress(RedisError):
-            await self.aredis.set(seen_key(key), 1, ex=SEEN_TTL_SECONDS)
 
     def _ack(self, kind: Kind, ref: str, reason: str, entry_id: int | None) -> Verdict:
         NOTIFICATIONS_RECEIVED.labels(kind, reason).inc()
