@@ -20,6 +20,9 @@ from functools import partial
 from pathlib import Path
 from typing import Protocol
 
+from redis import Redis
+from rq import Worker
+
 from worker.devtools.bench.applied import AppliedWatcher, commit_times, transition_mark, wait_applied
 from worker.devtools.bench.loadgen import LoadResult, run_wrk, write_plan
 from worker.devtools.bench.options import BenchOptions
@@ -95,6 +98,7 @@ class NotificationPhase:
     cpu_drain: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0  # wall time of ``cpu_total``
     drain_seconds: float = 0.0  # wall time of ``cpu_drain``
+    jobs: int = 0  # rq jobs the workers finished during the phase (mostly the shards' apply jobs)
 
     @property
     def cpu_ms_per_applied(self) -> dict[str, float]:
@@ -157,6 +161,7 @@ def notification_phase(b: Bench, label: str, orders: list[int], *, duplicates: f
     acked = b.ui.task(f"{label}: acknowledged", len(plan))
     applied = b.ui.task(f"{label}: applied", len(orders))
     meter = partial(cpu_meter, b.stack.supervisor, postgres_database=b.stack.postgres_database)
+    jobs_before = jobs_done(b.stack.redis)
     began = time.monotonic()
     with meter() as cpu_total:
         with meter() as cpu_load, AppliedWatcher(b.stack.engine, mark, applied):
@@ -172,13 +177,19 @@ def notification_phase(b: Bench, label: str, orders: list[int], *, duplicates: f
                                  limit_seconds=max(120.0, len(orders) / 20), on_progress=applied)
     seconds = time.monotonic() - began
     drain_seconds = time.monotonic() - drain_began
+    jobs = jobs_done(b.stack.redis) - jobs_before
     by_number = {b.order_no(i): i for i in orders}
     commits = {by_number[no]: b.to_us(at) for no, at in commit_times(b.stack.engine, mark).items() if no in by_number}
     b.stack.supervisor.check_alive()
     return NotificationPhase(label=label, workers=b.stack.worker_count, plan=plan, load=load, expected=len(orders),
                              applied=count, commits_us=commits, backlog=workers_after is not None,
                              cpu_total=cpu_total, cpu_load=cpu_load, cpu_drain=cpu_drain, seconds=seconds,
-                             drain_seconds=drain_seconds)
+                             drain_seconds=drain_seconds, jobs=jobs)
+
+
+def jobs_done(redis: Redis) -> int:
+    """Jobs every registered worker has finished so far (rq keeps the count in each worker's hash)."""
+    return sum(w.successful_job_count + w.failed_job_count for w in Worker.all(connection=redis))
 
 
 def hello_phase(b: Bench, orders: list[int]) -> LoadResult:

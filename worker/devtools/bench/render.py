@@ -75,7 +75,8 @@ def render(doc: dict[str, Any], console: Console) -> None:
         console.print(f"'{label}': CPU (cores of {machine.get('cpu_count')}): {cpu}. Limit: {phase['limit']}")
         per = ", ".join(f"{k} {v:.3f}" for k, v in phase.get("cpu_ms_per_applied", {}).items())
         if per:
-            console.print(f"'{label}': CPU ms per applied notification: {per}")
+            console.print(f"'{label}': CPU ms per applied notification: {per}; {phase.get('jobs')} rq jobs, "
+                          f"{phase.get('notifications_per_job')} notifications per job")
     if "scheduler" in doc:
         s = doc["scheduler"]
         console.print(f"Scheduler: {s['pending']:,} pending seeded in {s['seed_seconds']} s; ticks with "

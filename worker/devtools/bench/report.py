@@ -126,6 +126,7 @@ def _phase(p: NotificationPhase, db: str) -> dict[str, Any]:
             "duplicates_sent": sum(1 for x in p.plan if x.duplicate), "ingest_seconds": round(p.load.span_seconds, 3),
             "applied_rate": round(p.applied_rate, 1), "applied_from": "first commit" if p.backlog else "first request",
             "distinct_ingest_rate": round(p.expected / p.load.span_seconds, 1) if p.load.span_seconds else None,
+            "jobs": p.jobs, "notifications_per_job": round(p.applied / p.jobs, 1) if p.jobs else None,
             "limit": limiter(whole, db=db), "cpu_cores": whole, "cpu_ms_per_applied": p.cpu_ms_per_applied,
             "cpu_cores_during_load": p.cpu_load,
             "cpu_cores_during_drain": p.cpu_drain}
