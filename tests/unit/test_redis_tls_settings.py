@@ -105,19 +105,24 @@ def test_sentinel_and_data_node_clients_get_redis_py_tls_options(files: dict[str
     assert direct.connection_pool.connection_kwargs["ssl_ca_certs"] == str(files["ca"])
 
 
-@pytest.mark.parametrize(("exc", "line"), [
+@pytest.mark.parametrize(("exc", "detail", "line"), [
     (MasterNotFoundError("No master found: ConnectionError: [SSL: CERTIFICATE_VERIFY_FAILED] certificate verify "
-                         "failed: self-signed certificate in certificate chain"),
+                         "failed: self-signed certificate in certificate chain"), "",
+     "REDIS_TLS_CA_FILE: the TLS certificate of the sentinels is not signed by it"),
+    # redis-py before 8.2 keeps only "network:ConnectionError": the reason is the sentinel's own answer
+    (MasterNotFoundError("No master found for 'checus' : <Redis<…>> - network:ConnectionError"),
+     "Error 1 connecting to 127.0.0.1:26379. [SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed",
      "REDIS_TLS_CA_FILE: the TLS certificate of the sentinels is not signed by it"),
     (RedisConnectionError("Error 1 connecting to 10.0.0.5:6379. [SSL: CERTIFICATE_VERIFY_FAILED] certificate "
-                          "verify failed: IP address mismatch, certificate is not valid for '10.0.0.5'"),
+                          "verify failed: IP address mismatch, certificate is not valid for '10.0.0.5'"), "",
      "REDIS_TLS_CA_FILE: the TLS certificate of the Redis primary does not name the address"),
-    (MasterNotFoundError("No master found: Error while reading from 127.0.0.1:1 : (1, '[SSL: "
-                         "TLSV13_ALERT_CERTIFICATE_REQUIRED] tlsv13 alert certificate required')"),
+    (MasterNotFoundError("No master found for 'checus' : <Redis<…>> - network:ConnectionError"),
+     "Error while reading from 127.0.0.1:1 : (1, '[SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED] tlsv13 alert "
+     "certificate required')",
      "REDIS_TLS_CERT_FILE: the sentinels refused our client certificate"),
 ])
-def test_a_failed_tls_handshake_names_the_setting(exc: Exception, line: str) -> None:
-    refused = tls_refused(exc)  # type: ignore[arg-type]
+def test_a_failed_tls_handshake_names_the_setting(exc: Exception, detail: str, line: str) -> None:
+    refused = tls_refused(exc, detail)  # type: ignore[arg-type]
     assert refused is not None and str(refused).startswith(line)
 
 
