@@ -8,9 +8,11 @@ receiver never holds the merchant private key.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from worker.gateway.client import base_url_for
 from worker.gateway.signing import KeyLoadError, Signer, Verifier, load_public_keys, read_key_file
@@ -152,6 +154,10 @@ class Settings:
     redis_sentinels: tuple[tuple[str, int], ...] = ()  # REDIS_SENTINELS: reach the primary through these
     redis_sentinel_master: str | None = None
     redis_sentinel_password: str | None = field(default=None, repr=False)
+    redis_sentinel_tls: bool = False  # REDIS_SENTINEL_TLS: TLS to the sentinels (the data nodes: rediss://)
+    redis_tls_ca_file: str | None = None  # verifies every Redis TLS server (else the system's CAs)
+    redis_tls_cert_file: str | None = None  # with the key: our client certificate, for mutual TLS
+    redis_tls_key_file: str | None = None
     database_url: str
     database_prepared_statements: bool = True  # DATABASE_PREPARED_STATEMENTS=off behind PgBouncer < 1.21
     http_connect_timeout: float = 5.0
@@ -189,6 +195,10 @@ class Settings:
             "redis_sentinels": lambda: _sentinels(env),
             "redis_sentinel_master": lambda: _sentinel_master(env),
             "redis_sentinel_password": lambda: env.get("REDIS_SENTINEL_PASSWORD") or None,
+            "redis_sentinel_tls": lambda: _sentinel_tls(env),
+            "redis_tls_ca_file": lambda: _tls_ca_file(env),
+            "redis_tls_cert_file": lambda: _tls_client_cert(env),
+            "redis_tls_key_file": lambda: env.get("REDIS_TLS_KEY_FILE") or None,  # checked with the cert
             "database_url": lambda: env.get("DATABASE_URL", "sqlite:///checus-worker.db"),
             "database_prepared_statements": lambda: _on_off(env, "DATABASE_PREPARED_STATEMENTS", default=True),
             "http_connect_timeout": lambda: _float(env, "CHECUS_HTTP_CONNECT_TIMEOUT", 5.0),
@@ -291,6 +301,66 @@ def _sentinel_master(env: Mapping[str, str]) -> str | None:
     if env.get("REDIS_SENTINELS", "").strip() and not name:
         raise SettingsError("REDIS_SENTINEL_MASTER", "is required with REDIS_SENTINELS (the monitored master's name)")
     return name
+
+
+def _sentinel_tls(env: Mapping[str, str]) -> bool:
+    on = _on_off(env, "REDIS_SENTINEL_TLS", default=False)
+    if on and not env.get("REDIS_SENTINELS", "").strip():
+        raise SettingsError("REDIS_SENTINEL_TLS", "is on but REDIS_SENTINELS is not set")
+    return on
+
+
+def _uses_tls(env: Mapping[str, str]) -> bool:
+    """Whether any Redis connection is TLS: the data nodes (``rediss://``) or the sentinels."""
+    if urlsplit(env.get("REDIS_URL", "")).scheme == "rediss":
+        return True
+    try:
+        return _on_off(env, "REDIS_SENTINEL_TLS", default=False)
+    except SettingsError:
+        return True  # said once, by REDIS_SENTINEL_TLS itself
+
+
+def _readable(env: Mapping[str, str], name: str) -> str | None:
+    """A file setting of Redis TLS: readable now, and only where some connection uses TLS."""
+    path = env.get(name) or None
+    if path is None:
+        return None
+    if not _uses_tls(env):
+        raise SettingsError(name, "is set but no Redis connection uses TLS (REDIS_URL is not rediss:// "
+                                  "and REDIS_SENTINEL_TLS is off)")
+    try:
+        with open(path, "rb") as file:
+            file.read(1)
+    except OSError as exc:
+        raise SettingsError(name, f"cannot read {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def _tls_ca_file(env: Mapping[str, str]) -> str | None:
+    """``REDIS_TLS_CA_FILE``: PEM certificates that sign the Redis servers' (sentinels and data nodes)."""
+    path = _readable(env, "REDIS_TLS_CA_FILE")
+    if path is not None:
+        try:
+            ssl.create_default_context(cafile=path)
+        except (ssl.SSLError, ValueError):
+            raise SettingsError("REDIS_TLS_CA_FILE", f"{path} holds no PEM certificate") from None
+    return path
+
+
+def _tls_client_cert(env: Mapping[str, str]) -> str | None:
+    """``REDIS_TLS_CERT_FILE`` and ``REDIS_TLS_KEY_FILE``: both or neither, and the key the certificate's."""
+    if bool(env.get("REDIS_TLS_CERT_FILE")) != bool(env.get("REDIS_TLS_KEY_FILE")):
+        given, lacking = (("REDIS_TLS_CERT_FILE", "REDIS_TLS_KEY_FILE") if env.get("REDIS_TLS_CERT_FILE")
+                          else ("REDIS_TLS_KEY_FILE", "REDIS_TLS_CERT_FILE"))
+        raise SettingsError(lacking, f"is required with {given} (a client certificate and its key)")
+    cert, key = _readable(env, "REDIS_TLS_CERT_FILE"), _readable(env, "REDIS_TLS_KEY_FILE")
+    if cert is not None and key is not None:
+        try:  # (an encrypted key is refused, not prompted for)
+            ssl.create_default_context().load_cert_chain(cert, key, password=lambda: b"")
+        except (ssl.SSLError, ValueError):
+            raise SettingsError("REDIS_TLS_CERT_FILE", f"{cert} and REDIS_TLS_KEY_FILE are not a PEM "
+                                                       "certificate and its unencrypted key") from None
+    return cert
 
 
 def _on_off(env: Mapping[str, str], name: str, *, default: bool) -> bool:

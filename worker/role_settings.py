@@ -57,6 +57,11 @@ PURPOSES: dict[str, str] = {
     "REDIS_SENTINEL_PASSWORD": "the password of the Redis Sentinels themselves",
     "REDIS_SENTINELS": "host:port of each Redis Sentinel, to reach the current Redis primary",
     "REDIS_SENTINEL_MASTER": "the name the sentinels monitor the Redis primary under",
+    "REDIS_SENTINEL_TLS": "on or off: TLS to the Redis Sentinels (the data nodes use TLS when REDIS_URL is rediss://)",
+    "REDIS_TLS_CA_FILE": "a PEM file of the CA certificates that sign the Redis servers' TLS certificates "
+                         "(sentinels and data nodes)",
+    "REDIS_TLS_CERT_FILE": "our PEM client certificate for Redis mutual TLS (with REDIS_TLS_KEY_FILE)",
+    "REDIS_TLS_KEY_FILE": "the unencrypted PEM key of REDIS_TLS_CERT_FILE",
     "DATABASE_PREPARED_STATEMENTS": "on or off: server-side prepared statements, off behind PgBouncer before 1.21",
 }
 

@@ -37,9 +37,49 @@ def password_refused(exc: RedisError) -> SettingsError | None:
     return None
 
 
+#: what OpenSSL says when a server refused our client certificate, or wanted one and got none
+_CLIENT_CERT_REFUSED = ("ALERT_CERTIFICATE_REQUIRED", "ALERT_BAD_CERTIFICATE", "ALERT_UNKNOWN_CA",
+                        "ALERT_CERTIFICATE_UNKNOWN", "ALERT_HANDSHAKE_FAILURE")
+
+
+def tls_refused(exc: RedisError, detail: str = "") -> SettingsError | None:
+    """The setting at fault when a TLS handshake with the sentinels or the primary failed, else None.
+
+    A certificate we cannot verify (not signed by ``REDIS_TLS_CA_FILE``, or not naming the address
+    it was reached at) and a client certificate the server refused are settings, not outages: no
+    wait makes them work. ``MasterNotFoundError`` means the sentinels' handshake failed; ``detail``
+    is what a sentinel itself answered (``sentinel_detail``)."""
+    text = f"{exc} {detail}"
+    server = "the sentinels" if isinstance(exc, MasterNotFoundError) else "the Redis primary"
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        if "mismatch" in text:
+            return SettingsError("REDIS_TLS_CA_FILE", f"the TLS certificate of {server} does not name the "
+                                                      "address it was reached at")
+        return SettingsError("REDIS_TLS_CA_FILE", f"the TLS certificate of {server} is not signed by it "
+                                                  "(or it is unset and the system's CAs do not sign it)")
+    if any(alert in text for alert in _CLIENT_CERT_REFUSED):
+        return SettingsError("REDIS_TLS_CERT_FILE", f"{server} refused our client certificate (or wanted "
+                                                    "one and it is unset)")
+    return None
+
+
+def sentinel_detail(redis: Redis, exc: RedisError) -> str:
+    """When no sentinel named a primary, the first sentinel's own error, asked again: redis-py before
+    8.2 keeps only the class names of the sentinels' errors in ``MasterNotFoundError``."""
+    if not isinstance(exc, MasterNotFoundError):
+        return ""
+    manager = getattr(redis.connection_pool, "sentinel_manager", None)
+    for sentinel in getattr(manager, "sentinels", ()):
+        try:
+            sentinel.ping()
+        except RedisError as answer:
+            return str(answer)
+    return ""
+
+
 def wait_for_redis(redis: Redis, *, sleep: Callable[[float], None] = time.sleep) -> None:
     """Return once Redis answers PING; log where it is connecting while it does not. A refused password
-    is a ``SettingsError`` at once (one line, exit 78), not a wait."""
+    or a failed TLS handshake is a ``SettingsError`` at once (one line, exit 78), not a wait."""
     kwargs = redis.connection_pool.connection_kwargs
     where = f"{kwargs.get('host', kwargs.get('path', '?'))}:{kwargs.get('port', '')}/{kwargs.get('db', 0)}"
     waited = False
@@ -47,7 +87,7 @@ def wait_for_redis(redis: Redis, *, sleep: Callable[[float], None] = time.sleep)
         try:
             redis.ping()
         except RedisError as exc:
-            refused = password_refused(exc)
+            refused = password_refused(exc) or tls_refused(exc, sentinel_detail(redis, exc))
             if refused is not None:  # waiting will not help: the setting is wrong
                 raise refused from None
             log.warning("startup.waiting_for_redis", redis=where, error=type(exc).__name__)
