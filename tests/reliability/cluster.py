@@ -163,12 +163,12 @@ class Cluster:
     # -- life cycle ---------------------------------------------------------------------------
 
     def start(self) -> Cluster:
-        self.start_shared()
-        self.start_roles()
-        self.start_client()
+        self.start_shared_services()
+        self.start_host_roles()
+        self.start_test_client()
         return self
 
-    def start_shared(self) -> None:
+    def start_shared_services(self) -> None:
         """What every host shares: the event sink, the schema, the simulator."""
         self.sink.start()
         engine = create_engine(self.database_url)
@@ -178,7 +178,7 @@ class Cluster:
                                "--time-scale", str(self.spec.time_scale)], self.sim_env())
         self._wait("simulator", self.sim.healthy)
 
-    def start_roles(self) -> None:
+    def start_host_roles(self) -> None:
         """The receiver, the workers and the schedulers of one host (this one)."""
         python = PYTHON
         self.sup.start("web", [*python, "web", "--port", str(self.web_port)], self.receiver_env())
@@ -190,7 +190,7 @@ class Cluster:
         for i in range(self.spec.schedulers):
             self.sup.start(f"scheduler-{i}", [*python, "scheduler", "--interval", "0.2"], self.worker_env())
 
-    def start_client(self) -> None:
+    def start_test_client(self) -> None:
         """The test's own runtime: the merchant's calls (``service``) and reading the store."""
         settings = Settings.from_env(self.worker_env())
         self.rt: Runtime = build_runtime(settings, timers=Timers().scaled(self.spec.time_scale))

@@ -40,7 +40,7 @@ class TwoHostCluster(Cluster):
     def host_env(self, name: str) -> dict[str, str]:
         return {**self.worker_env(), "CHECUS_NOTIFY_BASE_URL": self.receiver_of(name)}
 
-    def start_roles(self) -> None:
+    def start_host_roles(self) -> None:
         for name, host in self.hosts.hosts.items():
             on = self.hosts.prefix(name)
             self.sup.start(f"web-{name}", [*on, *PYTHON, "web", "--host", host.address,
@@ -55,8 +55,8 @@ class TwoHostCluster(Cluster):
             self.sup.start(f"scheduler-{name}", [*on, *PYTHON, "scheduler", "--interval", "0.2"],
                            self.host_env(name))
 
-    def start_client(self) -> None:
-        super().start_client()
+    def start_test_client(self) -> None:
+        super().start_test_client()
         for name in self.hosts.hosts:
             settings = Settings.from_env(self.host_env(name))
             rt = build_runtime(settings, timers=Timers().scaled(self.spec.time_scale))
