@@ -224,3 +224,28 @@ def test_a_batch_closes_the_not_found_alarms_of_the_records_it_finishes_and_only
     closed = {r.entity_id: r.resolution for r in rows if r.resolved_at is not None}
     assert closed == {ids[finished]: "Checus reported the record SUCCESS",
                       ids[failed]: "Checus reported the record FAILED"}
+
+
+def test_a_job_that_read_fewer_rows_than_a_batch_does_not_read_again(rt: Runtime,
+                                                                       platform_keys: PortalKeyPair) -> None:
+    """Rule: a job reads its shard's due rows after clearing the wake flag; if that read was not cut
+    short by its limit, it saw every due row, and one recorded later has a job of its own (its
+    wake-up). So the job reads the shard once, applies what it read, and ends."""
+    numbers = same_shard(5)
+    for no in numbers:
+        order(rt, no)
+        keep(rt, platform_keys, no, "SUCCESS")
+    reads: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "inbox.shard" in statement:
+            reads.append(statement)
+
+    sa.event.listen(rt.engine, "before_cursor_execute", count)
+    try:
+        assert apply_pending(rt, 3) == 5
+    finally:
+        sa.event.remove(rt.engine, "before_cursor_execute", count)
+    assert len(reads) == 1
+    with read(rt.engine) as conn:
+        assert {repo.find_order(conn, no).state for no in numbers} == {"SUCCESS"}  # type: ignore[union-attr]

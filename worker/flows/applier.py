@@ -77,9 +77,10 @@ def apply_pending(rt: Runtime, shard: int) -> int:
     handled = 0
     left: set[int] = set()  # rows the one-row path left pending and due (their record vanished): not again here
     while handled < MAX_ROWS_PER_JOB:
+        limit = BATCH + len(left)
         with read(rt.engine) as conn:
-            entries = [e for e in inbox.pending_in_shard(conn, shard, now=rt.clock(), limit=BATCH + len(left))
-                       if e.id not in left][:BATCH]
+            due = inbox.pending_in_shard(conn, shard, now=rt.clock(), limit=limit)
+        entries = [e for e in due if e.id not in left][:BATCH]
         if not entries:
             return handled
         batchable, single = _split(rt, entries)
@@ -88,6 +89,11 @@ def apply_pending(rt: Runtime, shard: int) -> int:
             if _apply_one(rt, entry) == "missing":
                 left.add(entry.id)
         handled += len(entries)
+        if len(due) < limit:
+            # Every row due when this job read was in that read: one recorded since raised the wake
+            # flag this job cleared first, and has a job of its own. Reading again would cost a
+            # transaction per job to find nothing (at a few notifications per job, most of them).
+            return handled
     rt.enqueuer.apply_pending(shard)  # a long backlog: hand over to a fresh job rather than run forever
     return handled
 
