@@ -16,11 +16,11 @@ from decimal import Decimal
 from typing import Any, cast
 
 import pytest
-from redis.asyncio import Redis as AsyncRedis
 from sqlalchemy.engine import Engine
 
 from worker.gateway.signing import PortalKeyPair, Signer, Verifier
 from worker.gateway.wire import dumps, format_time, loads_object
+from worker.receiver.inbox_writer import InboxWriter
 from worker.receiver.ingest import FRESHNESS, FUTURE_SKEW, Ingestor, Kind, Verdict
 from worker.runtime.queueing import Enqueuer
 from worker.store.inbox import dedupe_key
@@ -44,10 +44,12 @@ class Tripwire:
 
 
 def ingestor(platform: PortalKeyPair) -> Ingestor:
-    return Ingestor(verifier=Verifier.from_values([platform.public_key], setting="test"),
-                    engine=cast(Engine, Tripwire("engine")), aredis=cast(AsyncRedis, Tripwire("redis")),
+    made = Ingestor(verifier=Verifier.from_values([platform.public_key], setting="test"),
+                    engine=cast(Engine, Tripwire("engine")),
                     enqueuer=cast(Enqueuer, Tripwire("enqueuer")), app_ids=frozenset({APP_ID}),
                     merchant_nos=frozenset({MERCHANT_NO}), clock=lambda: NOW)
+    made.writer = cast(InboxWriter, Tripwire("writer"))  # where Redis and the store are reached from
+    return made
 
 
 def note(*, kind: Kind = "payment", notify_time: datetime = NOW, **data: Any) -> dict[str, Any]:
@@ -95,7 +97,7 @@ def test_the_freshness_window_is_48_hours_back_and_5_minutes_ahead_inclusive(
     """notifyTime exactly on either edge is fresh (it reaches the store); a millisecond past is 400 stale."""
     raw = dumps(note(notify_time=NOW - age))
     if fresh:
-        with pytest.raises(Touched, match="redis"):
+        with pytest.raises(Touched, match="writer"):
             asyncio.run(ingestor(platform_keys).ingest("payment", raw, sign(platform_keys, raw)))
     else:  # stale: refused (the 400 is checked over HTTP), and only the store is read, to poll the order (row 8)
         with pytest.raises(Touched, match="engine"):

@@ -15,7 +15,6 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from redis import Redis
-from redis.asyncio import Redis as AsyncRedis
 
 from worker.devtools.serving import serve_in_thread
 from worker.gateway.signing import PortalKeyPair, Signer, Verifier
@@ -57,7 +56,6 @@ class Recorder:
 
     def __init__(self) -> None:
         self.signs: list[str | None] = []
-        self.aredis = AsyncRedis()  # never connected; the receiver closes it at shutdown
         self.writer = InboxWriter(sa.create_engine("sqlite://"), lambda: datetime.now(UTC))  # never started
 
     async def ingest(self, _kind: Kind, _body: bytes, sign: str | None) -> Verdict:

@@ -9,8 +9,7 @@ restarted).
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import sqlalchemy as sa
 from redis import Redis
@@ -99,12 +98,7 @@ def health_endpoint(engine: Engine, redis: Redis, writer: InboxWriter) -> Callab
 
 def create_receiver(ingestor: Ingestor, *, engine: Engine, redis: Redis,
                     extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
-    @contextlib.asynccontextmanager
-    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        yield
-        await ingestor.aredis.aclose()  # its connections belong to this event loop
-
-    return Starlette(lifespan=lifespan, routes=[
+    return Starlette(routes=[
         Route(PAYMENT_PATH, notification_endpoint(ingestor, "payment"), methods=["POST"]),
         Route(REFUND_PATH, notification_endpoint(ingestor, "refund"), methods=["POST"]),
         Route("/healthz", health_endpoint(engine, redis, ingestor.writer), methods=["GET"]),

@@ -43,9 +43,10 @@ WAIT_SECONDS = 10.0  # how long a request waits for its commit before answering 
 
 @dataclass(frozen=True, slots=True)
 class Kept:
-    entry_id: int
+    entry_id: int | None  # None: seen in Redis, so not written again (a redelivery)
     already_processed: bool
     unqueued: Exception | None = None  # committed, but no job is certain to apply it (answer 503)
+    seen: bool = False  # kept before, as its Redis seen key says: acknowledged with no SQL
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +135,10 @@ class InboxWriter:
             self._write(batch)
             self._holding = []
 
-    def _write(self, batch: list[_Item]) -> None:
+    def _write(self, everything: list[_Item]) -> None:
+        batch = self._unseen(everything)
+        if not batch:
+            return
         try:
             with write(self.engine) as conn:
                 kept = inbox.record_many(conn, [i.entry for i in batch], now=self.clock())
@@ -149,6 +153,19 @@ class InboxWriter:
             # same, and Checus's retry finds it. The writer thread must not die of that.
             with contextlib.suppress(InvalidStateError):
                 item.result.set_result(Kept(entry_id, processed, why))
+
+    def _unseen(self, batch: list[_Item]) -> list[_Item]:
+        """Answer the redeliveries Redis has seen (no SQL for them); the rest are to be written."""
+        if self.waker is None:
+            return batch
+        unseen = []
+        for item, seen in zip(batch, self.waker.seen([i.entry.key for i in batch]), strict=True):
+            if seen:
+                with contextlib.suppress(InvalidStateError):
+                    item.result.set_result(Kept(None, already_processed=True, seen=True))
+            else:
+                unseen.append(item)
+        return unseen
 
     def _wake(self, batch: list[_Item], kept: list[tuple[int, bool]]) -> list[Exception | None]:
         if self.waker is None:

@@ -5,17 +5,18 @@ is: acknowledge only what is durably kept. The order below makes that true:
 
 1. verify ``sign`` over the raw bytes (401 when missing, wrong or repeated) — nothing is parsed first;
 2. parse strictly and read the typed notification (400 when malformed or not ours);
-3. fast path: a Redis key for an already-kept fact acknowledges a duplicate in one round trip;
-4. write the raw body and its signature to the SQL inbox (unique on the fact), through one
-   group-committing writer thread (``inbox_writer``): 503 if that fails, so Checus retries;
+3. hand it to the one group-committing writer thread (``inbox_writer``), which for its whole batch
+   first asks Redis which facts were kept before (a duplicate is acknowledged from that alone, no
+   SQL), then writes the raw bodies and signatures to the SQL inbox (unique on the fact): 503 if
+   that fails, so Checus retries;
 5. make sure a job will apply it, then mark the fact seen: the writer does it for its whole batch
    after the commit (``wakes``: under load the shards' jobs are already pending), and enqueues a
    job where none is (503 if Redis is down: the row stays and is re-enqueued by the sweeper or
    by Checus's retry);
 6. acknowledge with ``{"code":"SUCCESS","msg":"Success"}``.
 
-A new notification costs one Redis round trip of its own (the fast-path check) and a share of
-its batch's two; a duplicate costs one.
+A notification costs a share of its batch's Redis round trips (three for new ones: check, wake,
+mark); a duplicate costs one ``EXISTS`` and no SQL. The request path itself awaits no Redis call.
 
 A notification for an order we do not know yet is kept and acknowledged like any other;
 the job defers it and matches it again later.
@@ -31,7 +32,6 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 import structlog
-from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import RedisError
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -44,7 +44,7 @@ from worker.gateway.signing import Verifier
 from worker.gateway.wire import ACK_BODY, WireFormatError, loads_object
 from worker.metrics import NOTIFICATIONS_RECEIVED, NOTIFICATIONS_REJECTED
 from worker.receiver.inbox_writer import WAIT_SECONDS, InboxWriter, Kept, WriterDied
-from worker.receiver.wakes import BatchWaker, seen_key
+from worker.receiver.wakes import BatchWaker
 from worker.runtime.crashpoints import crash_point
 from worker.runtime.queueing import Enqueuer
 from worker.store import inbox, repo
@@ -80,15 +80,15 @@ def sign_value(lines: Sequence[str]) -> str | None:
 class Ingestor:
     """Turns one HTTP notification into a kept inbox row and a queued job, or a refusal.
 
-    Runs on the receiver's event loop: verifying and parsing are a few tens of µs of CPU, Redis
-    is awaited through ``aredis`` (redis.asyncio) and the SQL commit through the writer
-    thread's future, so a request waiting on I/O holds no thread. Only the rare calls into
-    blocking code (rq's enqueue, the stale-notification poll hint) go to the thread pool.
+    Runs on the receiver's event loop: verifying and parsing are a few tens of µs of CPU, and all
+    of a notification's I/O (Redis and SQL) is the writer thread's, awaited through its future, so
+    a request waiting on I/O holds no thread. Only the rare stale-notification poll hint goes to
+    the thread pool.
     """
 
-    def __init__(self, *, verifier: Verifier, engine: Engine, aredis: AsyncRedis, enqueuer: Enqueuer,
+    def __init__(self, *, verifier: Verifier, engine: Engine, enqueuer: Enqueuer,
                  app_ids: frozenset[str], merchant_nos: frozenset[str], clock: Callable[[], datetime]) -> None:
-        self.verifier, self.engine, self.aredis, self.enqueuer = verifier, engine, aredis, enqueuer
+        self.verifier, self.engine, self.enqueuer = verifier, engine, enqueuer
         self.app_ids, self.merchant_nos, self.clock = app_ids, merchant_nos, clock
         self.writer = InboxWriter(engine, clock, BatchWaker(enqueuer))
 
@@ -127,17 +127,14 @@ class Ingestor:
 
     async def _keep(self, kind: Kind, ref: str, key: str, body: bytes, sign: str) -> Verdict:
         try:
-            if await self.aredis.exists(seen_key(key)):
-                return self._ack(kind, ref, "duplicate", None)
-        except RedisError:
-            pass  # the fast path is optional; the SQL unique key is the real dedupe
-        try:
             kept = await self._committed(self.writer.submit(kind=kind, ref=ref, key=key, body=body, sign=sign))
         except (SQLAlchemyError, TimeoutError, WriterDied) as exc:
             log.error("notification.persist_failed", kind=kind, ref=ref, error=type(exc).__name__)
             NOTIFICATIONS_REJECTED.labels(kind, "store_unavailable").inc()
             return Verdict(503, "store_unavailable")
         entry_id, processed = kept.entry_id, kept.already_processed
+        if kept.seen:
+            return self._ack(kind, ref, "duplicate", None)
         if kept.unqueued is not None:
             log.error("notification.enqueue_failed", kind=kind, ref=ref, inbox_id=entry_id,
                       error=type(kept.unqueued).__name__)

@@ -12,12 +12,11 @@ from worker.receiver.app import create_receiver
 from worker.receiver.ingest import Ingestor
 from worker.receiver.slow_clients import BodyDeadline, ClientLimits, guarded_protocol
 from worker.runtime import Runtime, freeze_startup_heap
-from worker.runtime.redis_clients import async_redis
 
 
 def receiver_app(rt: Runtime) -> ASGIApp:
     ingestor = Ingestor(
-        verifier=rt.verifier, engine=rt.engine, aredis=async_redis(rt.settings), enqueuer=rt.enqueuer,
+        verifier=rt.verifier, engine=rt.engine, enqueuer=rt.enqueuer,
         app_ids=frozenset({rt.settings.app_id}), merchant_nos=frozenset({rt.settings.merchant_no}), clock=rt.clock,
     )
     routes = []
