@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,16 +30,19 @@ SECRET = "whsec_" + base64.b64encode(b"event-secret-for-tests-0123456789").decod
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture
-def runtime(redis_url: str, database_url: str) -> Iterator[Runtime]:
+def migrated_runtime(redis_url: str, database_url: str, clock: Callable[[], datetime]) -> Iterator[Runtime]:
+    """A runtime on a migrated store, for the scheduler's tests (this file's and the fence's)."""
     settings = Settings.from_env({"REDIS_URL": redis_url, "DATABASE_URL": database_url, "CHECUS_APP_ID": "A",
                                   "CHECUS_MERCHANT_NO": "M"})
     engine = create_engine(database_url)
     upgrade(engine)
-    rt = Runtime(settings=settings, engine=engine, redis=Redis.from_url(redis_url), timers=Timers(),
-                 clock=lambda: NOW)
-    yield rt
+    yield Runtime(settings=settings, engine=engine, redis=Redis.from_url(redis_url), timers=Timers(), clock=clock)
     engine.dispose()
+
+
+@pytest.fixture
+def runtime(redis_url: str, database_url: str) -> Iterator[Runtime]:
+    yield from migrated_runtime(redis_url, database_url, lambda: NOW)
 
 
 class Receiver:

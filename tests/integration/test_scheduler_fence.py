@@ -15,15 +15,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
-from redis import Redis
 
-from worker.config import Settings
-from worker.runtime import Runtime, Timers
+from tests.integration.test_events_and_scheduler import migrated_runtime
+from worker.runtime import Runtime
 from worker.runtime.queueing import make_queue
 from worker.scheduler import Scheduler
 from worker.store import leadership, repo
-from worker.store.db import create_engine, read, write
-from worker.store.migrate import upgrade
+from worker.store.db import read, write
 from worker.store.schema import scheduler_terms
 
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
@@ -31,14 +29,7 @@ NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 
 @pytest.fixture
 def runtime(redis_url: str, database_url: str) -> Iterator[Runtime]:
-    settings = Settings.from_env({"REDIS_URL": redis_url, "DATABASE_URL": database_url, "CHECUS_APP_ID": "A",
-                                  "CHECUS_MERCHANT_NO": "M"})
-    engine = create_engine(database_url)
-    upgrade(engine)
-    rt = Runtime(settings=settings, engine=engine, redis=Redis.from_url(redis_url), timers=Timers(),
-                 clock=lambda: datetime.now(UTC))
-    yield rt
-    engine.dispose()
+    yield from migrated_runtime(redis_url, database_url, lambda: datetime.now(UTC))
 
 
 def due_order(rt: Runtime, no: str) -> int:
