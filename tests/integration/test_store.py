@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -289,3 +289,26 @@ def test_a_decision_that_changes_no_state_is_still_conditional_on_the_version_re
     with read(engine) as conn:
         applied = repo.get_order(conn, order_id)
     assert applied is not None and (applied.poll_count, applied.version) == (7, seen.version + 1)
+
+
+def test_a_poll_reschedule_is_conditional_on_the_version_its_poll_read(engine: Engine) -> None:
+    """Rule: a poll that got no answer pushes the next poll out only if the record is still as it read
+    it; a record that moved meanwhile keeps the next poll its mover decided (e.g. none, once final)."""
+    from worker.store.schema import orders
+
+    order_id = new_order(engine, "SP1")
+    with read(engine) as conn:
+        seen = repo.get_order(conn, order_id)
+    assert seen is not None
+    with write(engine) as conn:  # another job moves the record on and decides its next poll
+        conn.execute(orders.update().where(orders.c.id == order_id)
+                     .values(version=orders.c.version + 1, next_poll_at=None))
+    later = NOW + timedelta(minutes=5)
+    with write(engine) as conn:
+        assert not repo.schedule_poll(conn, orders, order_id, later, count_poll=True, version=seen.version)
+        after = repo.get_order(conn, order_id)
+    assert after is not None and after.next_poll_at is None and after.poll_count == seen.poll_count
+    with write(engine) as conn:
+        assert repo.schedule_poll(conn, orders, order_id, later, count_poll=True, version=seen.version + 1)
+        after = repo.get_order(conn, order_id)
+    assert after is not None and after.next_poll_at == later and after.poll_count == seen.poll_count + 1

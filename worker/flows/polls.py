@@ -69,7 +69,7 @@ def _ask(rt: Runtime, entity: str, table: Any, record: Any, ref: str, query: Cal
         POLLS.labels(entity, exc.reason).inc()
         with write(rt.engine) as conn:
             repo.schedule_poll(conn, table, record.id, rt.clock() + rt.timers.ladder(record.poll_count + 1),
-                               count_poll=True)
+                               count_poll=True, version=record.version)
         raise _Unanswered from None
     POLLS.labels(entity, "answered").inc()
     return answer

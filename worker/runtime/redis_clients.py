@@ -1,10 +1,11 @@
 """The Redis clients of a process: a plain URL, or the primary found through Sentinel.
 
 Every Redis user (rq queues and workers, locks, the scheduler lease, the receiver's seen-keys and
-wake flags, and ``async_redis`` for asyncio code) gets its client here, so with ``REDIS_SENTINELS`` set all of them follow a failover
-without a restart: redis-py's Sentinel-managed connections ask the sentinels for the current primary
-on every new connection, and a connection to a demoted primary fails (READONLY / refused) and is
-replaced. ``REDIS_URL`` keeps giving the database number, the data nodes' password and TLS.
+wake flags, and ``async_redis`` for asyncio code) gets its client here, so with ``REDIS_SENTINELS``
+set all of them follow a failover without a restart: redis-py's Sentinel-managed connections ask
+the sentinels for the current primary on every new connection, and a connection to a demoted
+primary fails (READONLY / refused) and is replaced. ``REDIS_URL`` keeps giving the database
+number, the data nodes' password and TLS.
 
 TLS is redis-py's own (``ssl=True`` and its ``ssl_*`` options; through Sentinel, ``ssl=True`` makes
 the pool's connections ``SentinelManagedSSLConnection``): to the data nodes when ``REDIS_URL`` is

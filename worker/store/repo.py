@@ -110,11 +110,16 @@ def history(conn: Connection, entity: str, entity_id: int) -> list[TransitionRec
 
 
 def schedule_poll(conn: Connection, table: sa.Table, record_id: int, at: datetime | None, *,
-                  count_poll: bool = False) -> None:
+                  count_poll: bool = False, version: int | None = None) -> bool:
+    """Set when the record is polled next. With ``version``, only if the record is still at the version
+    its caller read (a record that moved on has had its next poll decided by whoever moved it)."""
     values: dict[str, Any] = {"next_poll_at": at}
     if count_poll:
         values["poll_count"] = table.c.poll_count + 1
-    conn.execute(table.update().where(table.c.id == record_id).values(**values))
+    where = [table.c.id == record_id]
+    if version is not None:
+        where.append(table.c.version == version)
+    return conn.execute(table.update().where(*where).values(**values)).rowcount == 1
 
 
 def due_polls(conn: Connection, table: sa.Table, terminal: tuple[str, ...], *, now: datetime,
