@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 from statemachine import GatewayReport, OrderState, Source, decide
 from worker.flows.transition import order_facts
 from worker.store import outbox, repo
-from worker.store.apply import Stale, Target, apply
+from worker.store.apply import Deferred, Planned, Stale, Target, apply, apply_many
 from worker.store.db import create_engine, read, write
 from worker.store.migrate import current, upgrade
 from worker.store.records import OrderRecord
@@ -312,3 +312,53 @@ def test_a_poll_reschedule_is_conditional_on_the_version_its_poll_read(engine: E
         assert repo.schedule_poll(conn, orders, order_id, later, count_poll=True, version=seen.version + 1)
         after = repo.get_order(conn, order_id)
     assert after is not None and after.next_poll_at == later and after.poll_count == seen.poll_count + 1
+
+
+def _planned(engine: Engine, order_id: int, report: GatewayReport, version: int) -> Planned:
+    with read(engine) as conn:
+        order = repo.get_order(conn, order_id)
+    assert order is not None
+    decision = decide(order_facts(order), report, now=NOW)
+    return Planned(Target(entity="order", id=order_id, ref=order.out_trade_no, version=version), decision,
+                   "notification", {"test": 1}, {"next_poll_at": None} if decision.to_state else {})
+
+
+def test_many_decisions_written_together_each_land_only_at_the_version_they_were_decided_on(engine: Engine) -> None:
+    """Rule: writing many decisions in one go is the same as writing each alone. A record that moved
+    since it was read gets nothing of its decision (no state, no audit row, no event); every other
+    record gets its state, version + 1, its audit row and its event; one that changes no state is
+    still written only at its version."""
+    moving, paid, failing, unchanged = (new_order(engine, no) for no in ("M1", "M2", "M3", "M4"))
+    with write(engine) as conn:  # M4 is already SUCCESS at version 2; M1 moves on after being read
+        conn.execute(sa.update(orders_table).where(orders_table.c.id == unchanged).values(state="SUCCESS", version=2))
+    failed = GatewayReport(status="FAILED", amount=Decimal("100.00"), currency="USD", source=Source.NOTIFICATION)
+    planned = [_planned(engine, moving, success_report(), 1), _planned(engine, paid, success_report(), 1),
+               _planned(engine, failing, failed, 1), _planned(engine, unchanged, success_report(), 2)]
+    assert planned[3].decision.to_state is None
+    with write(engine) as conn:
+        conn.execute(sa.update(orders_table).where(orders_table.c.id == moving).values(version=5))
+    deferred = Deferred()
+    with write(engine) as conn:
+        versions = apply_many(conn, planned, now=NOW, deferred=deferred)
+        deferred.flush(conn, NOW)
+    assert versions == [None, 2, 2, 2]
+    with read(engine) as conn:
+        states = {o: (r.state, r.version) for o in (moving, paid, failing, unchanged)
+                  if (r := repo.get_order(conn, o)) is not None}
+        audited = {h.entity_id for h in conn.execute(sa.select(transitions))}
+        events = sorted(e.event_id for e in outbox.due(conn, now=NOW, limit=10))
+    assert states == {moving: ("PENDING", 5), paid: ("SUCCESS", 2), failing: ("FAILED", 2),
+                      unchanged: ("SUCCESS", 2)}
+    assert audited == {paid, failing}
+    assert events == ["payment.failed:order:M3:2", "payment.succeeded:order:M2:2"]
+
+
+def test_two_decisions_about_one_record_are_refused_together(engine: Engine) -> None:
+    """The second would be decided on a version the first replaces: it must be read again, not batched."""
+    order_id = new_order(engine, "D1")
+    twice = [_planned(engine, order_id, success_report(), 1)] * 2
+    with pytest.raises(ValueError, match="one decision per record"), write(engine) as conn:
+        apply_many(conn, twice, now=NOW, deferred=Deferred())
+    with read(engine) as conn:
+        order = repo.get_order(conn, order_id)
+    assert order is not None and (order.state, order.version) == ("PENDING", 1)

@@ -6,9 +6,10 @@ lone notification still starts a job at once. The job clears the wake flag, then
 takes the oldest due rows of its shard and applies them:
 
 - payment notifications whose order exists are decided and written together in one SQL
-  transaction (one commit, no per-order Redis lock): each row's transition is still its own
-  compare-and-set on the order's version, so a row whose order moved meanwhile (a poll, a
-  duplicate job) writes nothing and is simply taken again in the next round;
+  transaction (one commit, no per-order Redis lock): each row's transition is still a
+  compare-and-set on the order's version (written for the whole batch in one statement per kind
+  of change, ``store.apply.apply_many``), so a row whose order moved meanwhile (a poll, a
+  duplicate job) writes nothing and is taken again on the one-at-a-time path;
 - everything else (refunds, unknown orders, rows a batch could not apply) goes through the
   one-at-a-time path of ``notifications.apply_notification``, unchanged.
 
@@ -27,7 +28,7 @@ that almost never happens.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -51,7 +52,7 @@ from worker.runtime.crashpoints import crash_point
 from worker.runtime.queueing import apply_wake_name
 from worker.store import anomalies as anomalies_store
 from worker.store import inbox, repo
-from worker.store.apply import Deferred, Stale, Target, apply
+from worker.store.apply import Deferred, Planned, Target, apply_many
 from worker.store.db import read, write
 from worker.store.inbox import InboxEntry
 from worker.store.records import OrderRecord
@@ -123,35 +124,38 @@ def _split(rt: Runtime, entries: list[InboxEntry]) -> tuple[list[_Row], list[Inb
 
 
 def _apply_batch(rt: Runtime, rows: list[_Row]) -> list[InboxEntry]:
-    """One transaction for the rows whose order exists; returns the rows left for the slow path."""
+    """One transaction for the rows whose order exists; returns the rows left for the slow path.
+
+    Every row is decided on the order as read, and their compare-and-sets are written together
+    (``store.apply.apply_many``); a second row about an order already in the batch was decided on a
+    version the first replaces, so it is left for the slow path, which reads the order again.
+    """
     leftovers: list[InboxEntry] = []
-    done: list[tuple[OrderRecord, Decision[Any]]] = []
-    outcomes: dict[int, str] = {}
-    deferred = Deferred()
     now = rt.clock()
+    taken: list[tuple[_Row, OrderRecord, Planned]] = []
     with write(rt.engine) as conn:
         known = repo.find_orders(conn, (row.note.order.out_trade_no for row in rows))
         for row in rows:
-            key = row.note.order.out_trade_no.upper()
-            order = known.get(key)
-            if order is None:
+            order = known.pop(row.note.order.out_trade_no.upper(), None)
+            if order is None:  # never heard of, or already decided in this batch
                 leftovers.append(row.entry)
                 continue
             decision = decide(order_facts(order), _report(row.note), now=now, **rt.timers.not_found)
             target = Target(entity="order", id=order.id, ref=order.out_trade_no, version=order.version,
                             event_fields=order_event_fields(order))
-            try:
-                version = apply(conn, target, decision, source="notification", now=now, deferred=deferred,
-                                evidence=evidence_of(row.entry, row.note),
-                                updates=poll_updates(rt, decision, ORDER_TERMINAL))
-            except Stale:
+            taken.append((row, order, Planned(target, decision, "notification", evidence_of(row.entry, row.note),
+                                              poll_updates(rt, decision, ORDER_TERMINAL, now))))
+        deferred = Deferred()
+        versions = apply_many(conn, [planned for _, _, planned in taken], now=now, deferred=deferred)
+        done: list[tuple[OrderRecord, Decision[Any]]] = []
+        outcomes: dict[int, str] = {}
+        for (row, order, planned), version in zip(taken, versions, strict=True):
+            if version is None:  # the order moved since it was read: taken again, one at a time
                 leftovers.append(row.entry)
                 continue
-            if decision.to_state is not None:  # a later row about the same order sees this one's result
-                known[key] = replace(order, state=str(decision.to_state), version=version)
-            save_token_from(conn, rt, order.id, row.note.order, decision)
-            outcomes[row.entry.id] = str(decision.outcome)
-            done.append((order, decision))
+            save_token_from(conn, rt, order.id, row.note.order, planned.decision)
+            outcomes[row.entry.id] = str(planned.decision.outcome)
+            done.append((order, planned.decision))
         deferred.flush(conn, now)
         inbox.mark_many_processed(conn, outcomes, now=now)
         crash_point("after_outbox")

@@ -19,7 +19,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -82,14 +82,18 @@ def refund_facts(refund: RefundRecord, out_trade_no: str) -> RefundFacts:
                        last_submit_at=refund.last_submit_at, accepted_at=refund.accepted_at, ledger=refund.ledger)
 
 
-def poll_updates(rt: Runtime, decision: Decision[Any], terminal: frozenset[Any]) -> dict[str, Any]:
+def poll_updates(rt: Runtime, decision: Decision[Any], terminal: frozenset[Any],
+                 now: datetime | None = None) -> dict[str, Any]:
+    """The poll columns a decision sets. ``now`` (default: the clock) lets a batch give all its rows
+    the same values, so that their compare-and-sets share one statement (``store.apply.apply_many``)."""
+    at = rt.clock() if now is None else now
     if decision.to_state is None:
         if any(isinstance(e, ConfirmByQuery) for e in decision.effects):  # the query owed outlives a crash
-            return {"next_poll_at": rt.clock() + timedelta(seconds=rt.timers.confirm_delay)}
+            return {"next_poll_at": at + timedelta(seconds=rt.timers.confirm_delay)}
         return {}
     if decision.to_state in terminal:
         return {"next_poll_at": None}
-    return {"next_poll_at": rt.clock() + rt.timers.ladder(0), "poll_count": 0}
+    return {"next_poll_at": at + rt.timers.ladder(0), "poll_count": 0}
 
 
 Prepared = tuple[Any, Decision[Any], Target]  # (record as read, decision, where to write it)
