@@ -26,7 +26,6 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 import simplejson
@@ -91,12 +90,16 @@ def apply(conn: Connection, target: Target, decision: Decision[Any], *, source: 
     With ``deferred``, the audit row and the events are gathered there instead of written at once;
     the caller flushes them in the same transaction.
     """
-    version = target.version or 0
-    if decision.to_state is not None:
-        version = _compare_and_set(conn, target, decision.to_state, now, updates or {})
-    elif target.version is not None:
-        _still_at_version(conn, target, updates or {})
-    _write_effects(conn, Planned(target, decision, source, evidence, updates or {}), version, now, deferred)
+    item = Planned(target, decision, source, evidence, updates or {})
+    if target.version is None:
+        if decision.to_state is not None:
+            raise ValueError(f"a state change needs the version it was decided on ({target.entity} {target.id})")
+        _write_effects(conn, item, 0, now, deferred)  # about no record of ours (an inbox anomaly): nothing to hold
+        return 0
+    if not _compare_and_set_many(conn, [item], now):
+        raise Stale(f"{target.entity} {target.id} moved past version {target.version}")
+    version = target.version + (1 if decision.to_state is not None else 0)
+    _write_effects(conn, item, version, now, deferred)
     return version
 
 
@@ -191,7 +194,11 @@ def _compare_and_set_many(conn: Connection, planned: list[Planned], now: datetim
 
 @functools.cache
 def _cas_many_statement(entity: str, changes_state: bool, columns: tuple[str, ...]) -> sa.Update:
-    """``UPDATE ... WHERE (id, version) IN (...) RETURNING id``, built once per shape (see ``_cas_statement``)."""
+    """``UPDATE ... WHERE (id, version) IN (...) RETURNING id``, built once per shape.
+
+    Why cached: building the expression cost as much as executing it (measured in the batch
+    applier's profile, a row at a time); its shapes are few (which extra columns a decision sets).
+    """
     table = orders if entity == "order" else refunds
     values: dict[str, Any] = {c: sa.bindparam(f"cas_{c}") for c in columns}
     if changes_state:
@@ -201,27 +208,6 @@ def _cas_many_statement(entity: str, changes_state: bool, columns: tuple[str, ..
     return (table.update()
             .where(sa.tuple_(table.c.id, table.c.version).in_(sa.bindparam("cas_pairs", expanding=True)))
             .values(**values).returning(table.c.id))
-
-
-def _compare_and_set(conn: Connection, target: Target, to_state: StrEnum, now: datetime,
-                     updates: dict[str, Any]) -> int:
-    params = {"cas_id": target.id, "cas_version": target.version, "cas_state": str(to_state), "cas_now": now}
-    if target.version is None:
-        raise ValueError(f"a state change needs the version it was decided on ({target.entity} {target.id})")
-    params.update({f"cas_{k}": v for k, v in updates.items()})
-    result = conn.execute(_cas_statement(target.entity, tuple(sorted(updates))), params)
-    if result.rowcount != 1:
-        raise Stale(f"{target.entity} {target.id} moved past version {target.version}")
-    return target.version + 1
-
-
-def _still_at_version(conn: Connection, target: Target, updates: dict[str, Any]) -> None:
-    """Write ``updates`` (or nothing) only if the row is still at the version read; else ``Stale``."""
-    table = target.table
-    statement = (table.update().where(table.c.id == target.id, table.c.version == target.version)
-                 .values(version=table.c.version, **updates))
-    if conn.execute(statement).rowcount != 1:
-        raise Stale(f"{target.entity} {target.id} moved past version {target.version}")
 
 
 def _reached_final(conn: Connection, target: Target, state: str, now: datetime, deferred: Deferred | None) -> None:
@@ -243,20 +229,6 @@ _CLOSE_NOT_FOUND = anomalies.update().where(
 def _close_not_found_alarms(conn: Connection, entity: str, ids: list[int], state: str, now: datetime) -> None:
     conn.execute(_CLOSE_NOT_FOUND, {"alarm_entity": entity, "alarm_ids": ids, "alarm_now": now,
                                     "alarm_resolution": f"Checus reported the record {state}"})
-
-
-@functools.cache
-def _cas_statement(entity: str, columns: tuple[str, ...]) -> sa.Update:
-    """``UPDATE ... SET state, version = version + 1 ... WHERE id AND version``, built once per shape.
-
-    Why cached: building the expression cost as much as executing it (measured in the batch
-    applier's profile, a row at a time); its shapes are few (which extra columns a decision sets).
-    """
-    table = orders if entity == "order" else refunds
-    return (table.update()
-            .where(table.c.id == sa.bindparam("cas_id"), table.c.version == sa.bindparam("cas_version"))
-            .values(state=sa.bindparam("cas_state"), version=table.c.version + 1,
-                    updated_at=sa.bindparam("cas_now"), **{c: sa.bindparam(f"cas_{c}") for c in columns}))
 
 
 def _event_row(target: Target, type_: str, version: int, decision: Decision[Any], now: datetime) -> dict[str, Any]:
