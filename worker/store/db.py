@@ -45,7 +45,12 @@ def create_engine(url: str, *, prepared_statements: bool = True, **kwargs: Any) 
         return engine
     if not prepared_statements:
         kwargs["connect_args"] = {**kwargs.get("connect_args", {}), "prepare_threshold": None}
-    return sa.create_engine(url, pool_pre_ping=True, **kwargs)
+    engine = sa.create_engine(url, pool_pre_ping=True, **kwargs)
+    # An executemany INSERT without RETURNING (the inbox, audit and outbox batches) goes as one
+    # multi-row INSERT per 1,000 rows instead of one INSERT per row: psycopg's pipeline saves the
+    # round trips but not the server's planning and executing each row as a statement of its own.
+    engine.dialect.use_insertmanyvalues_wo_returning = True
+    return engine
 
 
 def _sqlite_hooks(engine: Engine) -> None:
