@@ -23,11 +23,6 @@ from rq.serializers import JSONSerializer
 QUEUE_NAME = "checus"
 JOB_TIMEOUT = 60
 RESULT_TTL = 0  # a finished job is deleted at once, so its id can be used again
-# A wake-up's job has an id of its own (``apply-shard-3-<uuid>``), never asked for again, so it need
-# not be deleted at once: left to expire, its success costs rq 52 Redis commands instead of 59 and
-# about a quarter less CPU (no-op jobs, SimpleWorker: 2.2 vs 2.9 ms each), a cost paid once per
-# notification at low rates, where each notification has a job of its own.
-WOKEN_RESULT_TTL = 5
 FAILURE_TTL = 7 * 24 * 3600  # keep failures for a week, not rq's default year
 RETRY = Retry(max=5, interval=[1, 5, 30, 120, 600])
 WAKE_TTL_SECONDS = 60  # a wake-up whose enqueue was lost (Redis died mid-way) blocks the next one this long
@@ -56,10 +51,10 @@ class Enqueuer:
         self.queue = queue
 
     def submit(self, func: str, *args: int | str, job_id: str,
-               delay: timedelta | None = None, result_ttl: int = RESULT_TTL) -> str:
+               delay: timedelta | None = None) -> str:
         """Enqueue once per ``job_id``; returns the id. Raises redis errors to the caller."""
         options: dict[str, Any] = {
-            "job_id": job_id, "retry": RETRY, "result_ttl": result_ttl, "failure_ttl": FAILURE_TTL,
+            "job_id": job_id, "retry": RETRY, "result_ttl": RESULT_TTL, "failure_ttl": FAILURE_TTL,
             "description": job_id,
         }
         if delay is not None and delay.total_seconds() > 0:
@@ -138,7 +133,7 @@ class Enqueuer:
         instead of trusting a job that does not exist; the caller's failure is raised.
         """
         try:
-            return self.submit(func, *args, job_id=f"{name}-{uuid.uuid4().hex[:16]}", result_ttl=WOKEN_RESULT_TTL)
+            return self.submit(func, *args, job_id=f"{name}-{uuid.uuid4().hex[:16]}")
         except RedisError:
             with contextlib.suppress(RedisError):
                 self.queue.connection.delete(wake_key(name))
