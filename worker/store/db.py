@@ -46,9 +46,11 @@ def create_engine(url: str, *, prepared_statements: bool = True, **kwargs: Any) 
     if not prepared_statements:
         kwargs["connect_args"] = {**kwargs.get("connect_args", {}), "prepare_threshold": None}
     engine = sa.create_engine(url, pool_pre_ping=True, **kwargs)
-    # An executemany INSERT without RETURNING (the inbox, audit and outbox batches) goes as one
-    # multi-row INSERT per 1,000 rows instead of one INSERT per row: psycopg's pipeline saves the
-    # round trips but not the server's planning and executing each row as a statement of its own.
+    # An executemany INSERT without RETURNING (the batch applier's audit rows) goes as one multi-row
+    # INSERT per 1,000 rows instead of one INSERT per row: psycopg's pipeline saves the round trips
+    # but not the server's planning and executing each row as a statement of its own. SQLAlchemy
+    # never does this for ON CONFLICT inserts; the inbox and outbox batches get it through RETURNING
+    # (``upsert.insert_ignoring``).
     engine.dialect.use_insertmanyvalues_wo_returning = True
     return engine
 
